@@ -1,0 +1,454 @@
+"""Settings: environment (and `.env`) → validated, typed values; the one place defaults live.
+
+Every variable keeps the `SENTRY_` prefix. A few fall back to the names the seeds' services already
+set (`ENVIRONMENT`, `APP_VERSION`, `VERSION`, `HOSTNAME`, `DEBUG`), so an existing deployment needs
+no new variables. Loading never imports sentry_sdk: a disabled service must not pay for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fastapi_sentry._errors import ConfigError
+
+#: Sample rates used when a rate is left unset, by environment name.
+DEFAULT_SAMPLE_RATES: dict[str, float] = {
+    "development": 1.0,
+    "dev": 1.0,
+    "local": 1.0,
+    "test": 1.0,
+    "staging": 0.5,
+    "stage": 0.5,
+    "production": 0.1,
+}
+#: Rate for an environment not named above: the cautious production figure.
+FALLBACK_SAMPLE_RATE = 0.1
+
+#: Paths whose requests are never traced (prefix match on whole path segments).
+DEFAULT_UNTRACED_PATHS: tuple[str, ...] = (
+    "/health",
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/ready",
+    "/ping",
+    "/metrics",
+    "/static",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/favicon.ico",
+    "/sentry/status",
+)
+
+#: HTTP statuses whose HTTPException is reported: server errors only.
+DEFAULT_FAILED_STATUS_CODES: frozenset[int] = frozenset(range(500, 600))
+
+DSN_HELP = "It looks like https://<public-key>@<host>/<project-id>; copy it from the project's Client Keys page, or leave SENTRY_DSN empty to disable Sentry."
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b,c` (and JSON lists) from the environment for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("is not a valid JSON list; use a comma-separated list") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+IntCommaList = Annotated[list[int], NoDecode]
+
+
+class SentrySettings(BaseSettings):
+    """Everything `install()` and `install_celery()` need, read from `SENTRY_*` variables and `.env`.
+
+    Construct it directly to override values in code (`SentrySettings(dsn=...)`); use
+    `load_settings()` to get one-line `ConfigError`s instead of pydantic's report.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTRY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+        validate_default=True,
+        hide_input_in_errors=True,
+    )
+
+    dsn: SecretStr | None = Field(
+        default=None,
+        description="Where events go. Empty or unset: Sentry is disabled (the default).",
+    )
+    enabled: bool = Field(
+        default=True, description="Set to false to turn Sentry off with a DSN set."
+    )
+    environment: str = Field(
+        default="production",
+        validation_alias=AliasChoices("SENTRY_ENVIRONMENT", "ENVIRONMENT", "environment"),
+        description="Falls back to ENVIRONMENT, then `production`.",
+    )
+    release: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SENTRY_RELEASE", "APP_VERSION", "VERSION", "release"),
+        description="Falls back to APP_VERSION, VERSION, then `git rev-parse --short HEAD`.",
+    )
+    server_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SENTRY_SERVER_NAME", "HOSTNAME", "server_name"),
+        description="Falls back to HOSTNAME.",
+    )
+    debug: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("SENTRY_DEBUG", "DEBUG", "debug"),
+        description="SDK debug logging; also opens GET /sentry-debug. Falls back to DEBUG.",
+    )
+    error_sample_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of error events sent (0..1)."
+    )
+    traces_sample_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests traced; unset: development 1.0, staging 0.5, production 0.1.",
+    )
+    profiles_sample_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of traced requests profiled; unset: same rule as traces.",
+    )
+    enable_tracing: bool = Field(
+        default=True, description="Set to false to send errors only (no transactions, no profiles)."
+    )
+    send_default_pii: bool = Field(
+        default=False, description="Send user emails, IPs, usernames, cookies. Off by default."
+    )
+    enable_logs: bool = Field(default=False, description="Send log records as Sentry logs.")
+    max_breadcrumbs: int = Field(
+        default=100, ge=0, le=1000, description="Breadcrumbs kept per event."
+    )
+    attach_stacktrace: bool = Field(
+        default=True, description="Attach a stack trace to messages, not only to exceptions."
+    )
+    shutdown_timeout: float = Field(
+        default=2.0, ge=0.0, le=60.0, description="Seconds to flush pending events on shutdown."
+    )
+    transport_queue_size: int = Field(
+        default=100, ge=1, le=100_000, description="Events queued for sending before new ones drop."
+    )
+    failed_request_status_codes: IntCommaList = Field(
+        default_factory=lambda: sorted(DEFAULT_FAILED_STATUS_CODES),
+        description="HTTPException statuses that are reported (default 500-599).",
+    )
+    ignored_exceptions: CommaList = Field(
+        default_factory=list,
+        description="Dotted names of exception types never reported, e.g. `app.errors.Expected`.",
+    )
+    untraced_paths: CommaList = Field(
+        default_factory=lambda: list(DEFAULT_UNTRACED_PATHS),
+        description="Path prefixes never traced (health, metrics, static, docs).",
+    )
+    mount_endpoints: bool = Field(
+        default=True, description="Mount /health, /sentry/status and /sentry-debug."
+    )
+    endpoints_prefix: str = Field(default="", description="Prefix for the mounted endpoints.")
+    request_id_header: str = Field(
+        default="X-Request-ID", description="Header read and returned as the request id."
+    )
+    scrub_extra_keys: CommaList = Field(
+        default_factory=list, description="More keys whose values are always masked."
+    )
+    scrub_extra_patterns: CommaList = Field(
+        default_factory=list, description="More regular expressions whose matches are masked."
+    )
+    scrub_safe_keys: CommaList = Field(
+        default_factory=list,
+        description="Keys never masked by key name (values are still checked).",
+    )
+    scrub_replacement: str = Field(
+        default="[Filtered]", description="Text put in place of secrets."
+    )
+
+    # --- validators -------------------------------------------------------------------------
+
+    @field_validator("dsn", mode="before")
+    @classmethod
+    def _blank_dsn_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = dsn_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(f"is not a valid DSN: {problem}. {DSN_HELP}")
+        return value
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _blank_environment(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return "production"
+        return value
+
+    @field_validator("release", "server_name", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator(
+        "ignored_exceptions",
+        "untraced_paths",
+        "scrub_extra_keys",
+        "scrub_extra_patterns",
+        "scrub_safe_keys",
+        "failed_request_status_codes",
+        mode="before",
+    )
+    @classmethod
+    def _lists_from_env(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("failed_request_status_codes")
+    @classmethod
+    def _status_codes(cls, value: list[int]) -> list[int]:
+        bad = [code for code in value if not 100 <= code <= 599]
+        if bad:
+            raise ValueError(f"holds {bad[0]!r}, which is not an HTTP status code (100-599)")
+        return sorted(set(value))
+
+    @field_validator("untraced_paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"holds {path!r}; each path must start with '/'")
+        return value
+
+    @field_validator("scrub_extra_patterns")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"holds {pattern!r}, not a valid regular expression ({exc})"
+                ) from None
+        return value
+
+    @field_validator("request_id_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+            raise ValueError(f"is {value!r}; a header name is letters, digits and '-'")
+        return value
+
+    @field_validator("endpoints_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError(f"is {value!r}; a prefix must start with '/' (or be empty)")
+        return value
+
+    # --- derived values ---------------------------------------------------------------------
+
+    @property
+    def is_active(self) -> bool:
+        """True when events would be sent: a DSN is set and Sentry is not switched off."""
+        return self.enabled and self.dsn is not None
+
+    @property
+    def dsn_value(self) -> str | None:
+        return self.dsn.get_secret_value() if self.dsn is not None else None
+
+    @property
+    def effective_release(self) -> str | None:
+        return self.release or git_revision()
+
+    @property
+    def effective_traces_sample_rate(self) -> float:
+        if not self.enable_tracing:
+            return 0.0
+        if self.traces_sample_rate is not None:
+            return self.traces_sample_rate
+        return environment_sample_rate(self.environment)
+
+    @property
+    def effective_profiles_sample_rate(self) -> float:
+        if not self.enable_tracing:
+            return 0.0
+        if self.profiles_sample_rate is not None:
+            return self.profiles_sample_rate
+        return environment_sample_rate(self.environment)
+
+    @property
+    def is_development(self) -> bool:
+        return DEFAULT_SAMPLE_RATES.get(self.environment.lower()) == 1.0
+
+    @property
+    def debug_endpoint_enabled(self) -> bool:
+        return self.debug or self.is_development
+
+
+def environment_sample_rate(environment: str) -> float:
+    return DEFAULT_SAMPLE_RATES.get(environment.lower(), FALLBACK_SAMPLE_RATE)
+
+
+def dsn_problem(dsn: str) -> str | None:
+    """Say what is wrong with a DSN without repeating it (it carries a key)."""
+    try:
+        parts = urlsplit(dsn.strip())
+        port = parts.port
+    except ValueError:
+        return "it cannot be read as a URL (check the port)"
+    if parts.scheme not in ("http", "https"):
+        return "it must start with https:// or http://"
+    if not parts.hostname:
+        return "it has no host"
+    if not parts.username:
+        return "it has no public key before '@'"
+    if port == 0:
+        return "its port is 0"
+    project = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if not project.isdigit():
+        return "it must end with a numeric project id"
+    return None
+
+
+def dsn_summary(dsn: str | None) -> dict[str, str | None]:
+    """The parts of a DSN that are safe to show: host and project id, never the key."""
+    if not dsn:
+        return {"host": None, "project_id": None}
+    parts = urlsplit(dsn)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return {"host": host, "project_id": parts.path.rstrip("/").rsplit("/", 1)[-1]}
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """Short commit of the working directory's checkout, or None outside one."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    revision = result.stdout.strip()
+    return revision if result.returncode == 0 and revision else None
+
+
+_MESSAGES: dict[str, str] = {
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a comma-separated list",
+}
+
+_SECRET_FIELDS = frozenset({"dsn"})
+
+
+def _env_name(field: str) -> str:
+    return f"SENTRY_{field.upper()}"
+
+
+def _describe(error: Any, overrides: dict[str, Any]) -> str:
+    loc = error.get("loc") or ("settings",)
+    field = str(loc[0])
+    name = _env_name(field) if field in SentrySettings.model_fields else field
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        info = SentrySettings.model_fields.get(field)
+        low = high = None
+        for meta in getattr(info, "metadata", []):
+            low = getattr(meta, "ge", low)
+            high = getattr(meta, "le", high)
+        problem = f"must be between {low} and {high}"
+    elif kind == "value_error":
+        problem = str(ctx.get("error", error.get("msg", "is invalid")))
+    else:
+        problem = _MESSAGES.get(kind, str(error.get("msg", "is invalid")).lower())
+    shown = ""
+    if field not in _SECRET_FIELDS and kind != "value_error":
+        value = overrides.get(field, os.environ.get(name))
+        if isinstance(value, (str, int, float, bool)):
+            shown = f", got {value!r}"
+    return f"{name} {problem}{shown}"
+
+
+def load_settings(**overrides: Any) -> SentrySettings:
+    """Read settings from the environment and `.env`, with keyword overrides on top.
+
+    Raises `ConfigError` with one line naming each bad variable; pydantic's report and the
+    DSN's value never appear in it.
+    """
+    unknown = sorted(set(overrides) - set(SentrySettings.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]!r}; valid names are the SentrySettings fields "
+            f"(e.g. dsn, environment, traces_sample_rate)"
+        )
+    try:
+        return SentrySettings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(error, overrides) for error in exc.errors(include_url=False)]
+        raise ConfigError("Invalid Sentry settings: " + "; ".join(lines)) from None
+
+
+def settings_from(settings: SentrySettings | None, overrides: dict[str, Any]) -> SentrySettings:
+    """The settings `install` works with: given ones (with overrides applied) or loaded ones."""
+    if settings is None:
+        return load_settings(**overrides)
+    if not overrides:
+        return settings
+    merged = settings.model_dump()
+    merged.update(overrides)
+    if isinstance(merged.get("dsn"), SecretStr):
+        merged["dsn"] = merged["dsn"].get_secret_value()
+    return load_settings(**merged)
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in _TRUE_WORDS
+
+
+LogLevel = Literal["debug", "info", "warning", "error", "fatal"]
