@@ -52,7 +52,10 @@ DEFAULT_UNTRACED_PATHS: tuple[str, ...] = (
 #: HTTP statuses whose HTTPException is reported: server errors only.
 DEFAULT_FAILED_STATUS_CODES: frozenset[int] = frozenset(range(500, 600))
 
-DSN_HELP = "It looks like https://<public-key>@<host>/<project-id>; copy it from the project's Client Keys page, or leave SENTRY_DSN empty to disable Sentry."
+DSN_HELP = (
+    "It looks like https://<public-key>@<host>/<project-id>; copy it from the project's "
+    "Client Keys page, or leave SENTRY_DSN empty to disable Sentry."
+)
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -77,7 +80,7 @@ IntCommaList = Annotated[list[int], NoDecode]
 
 
 class SentrySettings(BaseSettings):
-    """Everything `install()` and `install_celery()` need, read from `SENTRY_*` variables and `.env`.
+    """What `install()` and `install_celery()` need, read from `SENTRY_*` variables and `.env`.
 
     Construct it directly to override values in code (`SentrySettings(dsn=...)`); use
     `load_settings()` to get one-line `ConfigError`s instead of pydantic's report.
@@ -128,7 +131,7 @@ class SentrySettings(BaseSettings):
         default=None,
         ge=0.0,
         le=1.0,
-        description="Share of requests traced; unset: development 1.0, staging 0.5, production 0.1.",
+        description="Share of requests traced; unset: development 1.0, staging 0.5, else 0.1.",
     )
     profiles_sample_rate: float | None = Field(
         default=None,

@@ -1,0 +1,257 @@
+"""install(): settings → `sentry_sdk.init` options → app wiring. Safe to call more than once.
+
+When Sentry is off (no DSN, or `SENTRY_ENABLED=false`) nothing here imports sentry_sdk and the
+app's request path is left untouched; one INFO line says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi_sentry._settings import SentrySettings, dsn_summary, settings_from
+from fastapi_sentry._users import DEFAULT_USER_RESOLVERS, UserResolver
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+logger = logging.getLogger(__name__)
+
+_INSTALLED_FLAG = "fastapi_sentry_installed"
+SETTINGS_STATE_KEY = "fastapi_sentry_settings"
+
+# (module that must be importable, integration path, keyword arguments)
+_OPTIONAL_INTEGRATIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("sqlalchemy", "sentry_sdk.integrations.sqlalchemy.SqlalchemyIntegration", {}),
+    ("redis", "sentry_sdk.integrations.redis.RedisIntegration", {}),
+    ("httpx", "sentry_sdk.integrations.httpx.HttpxIntegration", {}),
+    (
+        "celery",
+        "sentry_sdk.integrations.celery.CeleryIntegration",
+        # one error on final failure, not one per retry; beat tasks become cron check-ins
+        {"monitor_beat_tasks": True, "propagate_traces": True, "exclude_beat_tasks": None},
+    ),
+)
+
+_active_options: dict[str, Any] | None = None
+
+
+def off_reason(settings: SentrySettings) -> str:
+    if not settings.enabled:
+        return "SENTRY_ENABLED is false"
+    return "SENTRY_DSN is not set"
+
+
+def _optional_integrations() -> list[Any]:
+    from sentry_sdk.integrations import DidNotEnable
+
+    found = []
+    for module, path, kwargs in _OPTIONAL_INTEGRATIONS:
+        if importlib.util.find_spec(module) is None:
+            continue
+        module_path, _, name = path.rpartition(".")
+        try:
+            integration_class = getattr(importlib.import_module(module_path), name)
+            found.append(integration_class(**kwargs))
+        except (DidNotEnable, ImportError) as exc:
+            logger.debug("Sentry integration %s skipped: %s", name, exc)
+    return found
+
+
+def build_init_options(settings: SentrySettings) -> dict[str, Any]:
+    """The keyword arguments for `sentry_sdk.init`; the one place they are decided."""
+    from sentry_sdk.integrations.fastapi import FastApiIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
+    from sentry_sdk.integrations.starlette import StarletteIntegration
+
+    from fastapi_sentry._filters import ExpectedErrorFilter, make_traces_sampler
+    from fastapi_sentry._scrubbing import Scrubber
+
+    failed = set(settings.failed_request_status_codes)
+    # given to both: FastApiIntegration alone leaves Starlette's HTTPException handling at defaults
+    integrations: list[Any] = [
+        StarletteIntegration(transaction_style="url", failed_request_status_codes=failed),
+        FastApiIntegration(transaction_style="url", failed_request_status_codes=failed),
+        LoggingIntegration(
+            level=logging.INFO, event_level=logging.ERROR, sentry_logs_level=logging.INFO
+        ),
+        *_optional_integrations(),
+    ]
+    scrubber = Scrubber.from_settings(settings)
+    expected = ExpectedErrorFilter(failed, settings.ignored_exceptions)
+
+    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        kept = expected(event, hint)
+        return None if kept is None else _dict(scrubber.scrub_event(kept))
+
+    def before_send_transaction(
+        event: dict[str, Any], hint: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        return _dict(scrubber.scrub_event(event))
+
+    def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        return _dict(scrubber.scrub_breadcrumb(crumb))
+
+    def before_send_log(log: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        return _dict(scrubber.scrub_log(log))
+
+    options: dict[str, Any] = {
+        "dsn": settings.dsn_value,
+        "environment": settings.environment,
+        "release": settings.effective_release,
+        "server_name": settings.server_name,
+        "debug": settings.debug,
+        "sample_rate": settings.error_sample_rate,
+        "send_default_pii": settings.send_default_pii,
+        "max_breadcrumbs": settings.max_breadcrumbs,
+        "attach_stacktrace": settings.attach_stacktrace,
+        "enable_logs": settings.enable_logs,
+        "shutdown_timeout": settings.shutdown_timeout,
+        "transport_queue_size": settings.transport_queue_size,
+        "integrations": integrations,
+        "before_send": before_send,
+        "before_send_transaction": before_send_transaction,
+        "before_breadcrumb": before_breadcrumb,
+        "before_send_log": before_send_log,
+    }
+    if settings.enable_tracing:
+        options["traces_sampler"] = make_traces_sampler(settings)
+        options["profiles_sample_rate"] = settings.effective_profiles_sample_rate
+    return options
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value  # type: ignore[no-any-return]
+
+
+def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
+    """Initialise sentry-sdk for these settings, once; True when Sentry is active.
+
+    A second call with the same settings does nothing; with different settings it
+    re-initialises (the new client replaces the old one, which is flushed and closed).
+    """
+    global _active_options
+    if not settings.is_active:
+        return False
+    import sentry_sdk
+
+    key = {"settings": settings.model_dump(mode="json"), **extra_options}
+    if _active_options == key and sentry_sdk.get_client().is_active():
+        return True
+    options = build_init_options(settings)
+    options.update(extra_options)
+    sentry_sdk.init(**options)
+    _active_options = key
+    summary = dsn_summary(settings.dsn_value)
+    logger.info(
+        "Sentry is on: environment=%s release=%s host=%s project=%s traces=%s",
+        settings.environment,
+        options["release"],
+        summary["host"],
+        summary["project_id"],
+        settings.effective_traces_sample_rate if settings.enable_tracing else "off",
+    )
+    return True
+
+
+def reset() -> None:
+    """Forget what was initialised (for tests): the next `init_sdk` initialises again."""
+    global _active_options
+    _active_options = None
+
+
+def flush(timeout: float) -> None:
+    """Send what is queued, waiting at most `timeout` seconds; a no-op when Sentry is off."""
+    import sys
+
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    if sentry_sdk is not None and sentry_sdk.get_client().is_active():
+        sentry_sdk.flush(timeout=timeout)
+
+
+def install(
+    app: Starlette,
+    settings: SentrySettings | None = None,
+    *,
+    user_resolvers: Sequence[UserResolver] | None = None,
+    **overrides: Any,
+) -> SentrySettings:
+    """Give a FastAPI/Starlette app Sentry error tracking and performance monitoring.
+
+    Settings come from the environment (`SENTRY_*`, `.env`) unless given; keyword overrides
+    take any `SentrySettings` field. `user_resolvers` decide who the user of a request is
+    (default: `request.state.user`, then the `sub` claim of a bearer JWT). Raises
+    `ConfigError` with a one-line message when a setting is invalid. Returns the settings in
+    effect. Calling it again for the same app does nothing.
+    """
+    settings = settings_from(settings, overrides)
+    if getattr(app.state, _INSTALLED_FLAG, False):
+        return getattr(app.state, SETTINGS_STATE_KEY)  # type: ignore[no-any-return]
+    setattr(app.state, _INSTALLED_FLAG, True)
+    setattr(app.state, SETTINGS_STATE_KEY, settings)
+
+    if settings.mount_endpoints:
+        _mount_endpoints(app, settings)
+
+    if not settings.is_active:
+        logger.info("Sentry error tracking is off: %s", off_reason(settings))
+        return settings
+
+    init_sdk(settings)
+    _wrap_middleware_stack(
+        app,
+        settings,
+        DEFAULT_USER_RESOLVERS if user_resolvers is None else tuple(user_resolvers),
+    )
+    _flush_on_shutdown(app, settings.shutdown_timeout)
+    return settings
+
+
+def _mount_endpoints(app: Starlette, settings: SentrySettings) -> None:
+    from fastapi import FastAPI
+
+    from fastapi_sentry._endpoints import build_router
+
+    if isinstance(app, FastAPI):
+        app.include_router(build_router(settings), prefix=settings.endpoints_prefix)
+    else:
+        logger.warning("The health/status endpoints need a FastAPI app; %r is not one", app)
+
+
+def _wrap_middleware_stack(
+    app: Starlette, settings: SentrySettings, resolvers: Sequence[UserResolver]
+) -> None:
+    # Outermost inside the app (outside ServerErrorMiddleware), so the 500 page gets the
+    # request id too; app.add_middleware would put it inside.
+    from fastapi_sentry._middleware import RequestContextMiddleware
+
+    build: Callable[[], Any] = app.build_middleware_stack
+
+    def build_with_request_context() -> Any:
+        return RequestContextMiddleware(
+            build(),
+            header=settings.request_id_header,
+            user_resolvers=resolvers,
+            send_default_pii=settings.send_default_pii,
+        )
+
+    app.build_middleware_stack = build_with_request_context  # type: ignore[method-assign]
+    app.middleware_stack = None
+
+
+def _flush_on_shutdown(app: Starlette, timeout: float) -> None:
+    # Only atexit flushes by default, and many shutdown paths skip it.
+    original = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan_with_flush(lifespan_app: Any) -> AsyncIterator[Any]:
+        try:
+            async with original(lifespan_app) as state:
+                yield state
+        finally:
+            flush(timeout)
+
+    app.router.lifespan_context = lifespan_with_flush

@@ -1,0 +1,82 @@
+"""Who made the request: pluggable resolvers that turn a request into Sentry's `user` dict.
+
+Resolvers run lazily, only when an event is about to be sent, and at most once per request:
+an untraced request that succeeds never pays for them. The built-ins make no database or
+network call: `user_from_state` reads what the app's own auth dependency already put on
+`request.state.user`, and `user_from_jwt_claims` reads the `sub` claim of a bearer JWT without
+verifying it (it labels events; it does not authenticate) and never keeps the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+#: A resolver returns Sentry's user fields (`id`, `email`, `username`, ...) or None.
+UserResolver = Callable[[HTTPConnection], "Mapping[str, Any] | None"]
+
+_USER_FIELDS = ("id", "email", "username", "ip_address", "segment")
+_PII_FIELDS = frozenset({"email", "username", "ip_address", "name"})
+
+
+def user_from_state(connection: HTTPConnection) -> Mapping[str, Any] | None:
+    """`request.state.user`, as a mapping or an object with `id` / `email` / `username`."""
+    user = connection.scope.get("state", {}).get("user")
+    if user is None:
+        return None
+    if isinstance(user, Mapping):
+        fields = {key: user.get(key) for key in _USER_FIELDS}
+    else:
+        fields = {key: getattr(user, key, None) for key in _USER_FIELDS}
+        if fields["username"] is None:
+            fields["username"] = getattr(user, "name", None) or getattr(user, "full_name", None)
+    result = {key: value for key, value in fields.items() if value is not None}
+    if "id" in result:
+        result["id"] = str(result["id"])
+    return result or None
+
+
+def user_from_jwt_claims(connection: HTTPConnection) -> Mapping[str, Any] | None:
+    """The `sub` claim (and `email`, if present) of an `Authorization: Bearer <jwt>` header."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or token.count(".") != 2:
+        return None
+    claims = _jwt_payload(token.strip())
+    if not claims or claims.get("sub") is None:
+        return None
+    user: dict[str, Any] = {"id": str(claims["sub"])}
+    if isinstance(claims.get("email"), str):
+        user["email"] = claims["email"]
+    return user
+
+
+def _jwt_payload(token: str) -> dict[str, Any] | None:
+    try:
+        payload = token.split(".")[1]
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(raw)
+    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+DEFAULT_USER_RESOLVERS: tuple[UserResolver, ...] = (user_from_state, user_from_jwt_claims)
+
+
+def resolve_user(
+    connection: HTTPConnection, resolvers: Sequence[UserResolver], *, send_default_pii: bool
+) -> dict[str, Any] | None:
+    """The first resolver's answer; personal fields are dropped unless PII may be sent."""
+    for resolver in resolvers:
+        user = resolver(connection)
+        if user:
+            if send_default_pii:
+                return dict(user)
+            return {key: value for key, value in user.items() if key not in _PII_FIELDS}
+    return None

@@ -1,0 +1,93 @@
+"""Shared fixtures: a clean environment and SDK state per test, a real receiver, service checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+import sentry_sdk.utils
+
+from fastapi_sentry import _setup
+from tests.support.receiver import Receiver
+
+#: Variables the settings read; a developer's own values must never leak into a test.
+SETTINGS_VARIABLES = ("ENVIRONMENT", "APP_VERSION", "VERSION", "HOSTNAME", "DEBUG")
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("SENTRY_") or name in SETTINGS_VARIABLES:
+            monkeypatch.delenv(name)
+    # no stray .env from the developer's working directory
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def reset_sentry() -> Iterator[None]:
+    """Each test starts without a Sentry client and fails if the SDK swallowed an error."""
+    swallowed: list[Any] = []
+    original = sentry_sdk.utils.capture_internal_exception
+
+    def record(exc_info: Any) -> None:
+        swallowed.append(exc_info)
+        original(exc_info)
+
+    sentry_sdk.utils.capture_internal_exception = record  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sentry_sdk.utils.capture_internal_exception = original
+        client = sentry_sdk.get_client()
+        if client.is_active():
+            client.close(timeout=2)
+        sentry_sdk.get_global_scope().set_client(None)
+        sentry_sdk.get_isolation_scope().clear()
+        sentry_sdk.get_current_scope().clear()
+        _setup.reset()
+    if swallowed:
+        kinds = ", ".join(repr(info[1]) for info in swallowed)
+        pytest.fail(f"sentry-sdk swallowed an internal error during the test: {kinds}")
+
+
+@pytest.fixture
+def sentry_receiver() -> Iterator[Receiver]:
+    with Receiver() as receiver:
+        yield receiver
+
+
+def service_reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, port: int) -> None:
+    """Skip without the service locally; under CI=true a missing service is a failure."""
+    if service_reachable("127.0.0.1", port):
+        return
+    message = f"{name} is not reachable on 127.0.0.1:{port}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: services are required)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("Redis", 6379)
+    return "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    require_service("PostgreSQL", 5432)
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"

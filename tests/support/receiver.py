@@ -1,0 +1,142 @@
+"""A tiny Sentry ingest endpoint on 127.0.0.1 that keeps every request body, decompressed.
+
+It is deliberately not the inbox: the core tests should prove what sentry-sdk's real HTTP
+transport puts on the wire, with as little of our own code on the receiving side as possible.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import brotli
+
+
+@dataclass
+class Envelope:
+    headers: dict[str, Any]
+    items: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """Split an envelope into its header and (item header, payload) pairs."""
+    head, _, rest = body.partition(b"\n")
+    envelope = Envelope(json.loads(head or b"{}"))
+    while rest:
+        if rest.startswith(b"\n"):
+            rest = rest[1:]
+            continue
+        line, _, rest = rest.partition(b"\n")
+        item_headers = json.loads(line)
+        length = item_headers.get("length")
+        if length is None:
+            payload, _, rest = rest.partition(b"\n")
+        else:
+            payload, rest = rest[:length], rest[length:]
+        envelope.items.append((item_headers, payload))
+    return envelope
+
+
+def decompress(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.lower().strip()
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    if encoding == "br":
+        return bytes(brotli.decompress(body))
+    return body
+
+
+class Receiver:
+    """Start with `with Receiver() as r:`; `r.dsn` points sentry-sdk at it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.paths: list[str] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                body = decompress(raw, self.headers.get("Content-Encoding", ""))
+                with receiver._cond:
+                    receiver.bodies.append(body)
+                    receiver.paths.append(self.path)
+                    receiver._cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.dsn = f"http://publickey@127.0.0.1:{self.port}/1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        """The bodies received once there are at least `count`; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.bodies) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"the receiver got {len(self.bodies)} request(s), expected {count}"
+                    )
+                self._cond.wait(left)
+            return list(self.bodies)
+
+    def envelopes(self) -> list[Envelope]:
+        with self._cond:
+            bodies = list(self.bodies)
+        return [parse_envelope(body) for body in bodies]
+
+    def envelope_items(self, type: str | None = None) -> list[dict[str, Any]]:
+        """JSON payloads of the items of that type (`event`, `transaction`, `check_in`, ...)."""
+        found = []
+        for envelope in self.envelopes():
+            for headers, payload in envelope.items:
+                if type is None or headers.get("type") == type:
+                    try:
+                        found.append(json.loads(payload))
+                    except ValueError:
+                        continue
+        return found
+
+    def wait_for_items(self, type: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            items = self.envelope_items(type)
+            if len(items) >= count:
+                return items
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the receiver got {len(items)} {type} item(s), expected {count}"
+                )
+            time.sleep(0.02)
+
+    def raw(self) -> bytes:
+        with self._cond:
+            return b"\n".join(self.bodies)
