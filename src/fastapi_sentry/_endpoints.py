@@ -1,0 +1,115 @@
+"""The operational router: `GET /health`, `GET /sentry/status` and, in development, `/sentry-debug`.
+
+Nothing here imports sentry_sdk: with Sentry disabled the status reads the settings alone, and
+with it enabled the SDK is already in `sys.modules` (install imported it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from fastapi_sentry._errors import FastApiSentryError
+from fastapi_sentry._health import run_health_checks
+from fastapi_sentry._helpers import capture_exception, latest_event_id
+from fastapi_sentry._settings import SentrySettings, dsn_summary
+
+logger = logging.getLogger(__name__)
+
+DEBUG_ERROR_MESSAGE = (
+    "Test error raised on purpose by GET /sentry-debug, to check that errors reach Sentry."
+)
+DEBUG_SENT_DETAIL = "Test error raised and reported to Sentry; look for the event id there."
+DEBUG_DISABLED_DETAIL = (
+    "Test error raised, but Sentry is disabled (no SENTRY_DSN, or not installed), so it was "
+    "not reported; set SENTRY_DSN and call fastapi_sentry.install(app)."
+)
+
+
+class SentryDebugError(FastApiSentryError, RuntimeError):
+    """Raised by `GET /sentry-debug` only; its events can be filtered out by this type."""
+
+
+def build_router(settings: SentrySettings) -> APIRouter:
+    """The router `install` mounts (under `settings.endpoints_prefix`).
+
+    `/sentry-debug` is only added when `settings.debug_endpoint_enabled` (SENTRY_DEBUG/DEBUG true
+    or a development environment); elsewhere the path does not exist, so it answers 404.
+    """
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="Service health with per-check results")
+    async def health(request: Request) -> JSONResponse:
+        """`healthy`, `degraded` (a non-critical check failed) or `unhealthy` (HTTP 503)."""
+        status, results = await run_health_checks(request.app, settings)
+        body = {
+            "status": status,
+            "version": settings.effective_release or getattr(request.app, "version", None),
+            "environment": settings.environment,
+            "checks": {name: result.as_dict() for name, result in sorted(results.items())},
+        }
+        return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+
+    @router.get("/sentry/status", summary="What the Sentry SDK is configured to do")
+    async def sentry_status() -> dict[str, Any]:
+        """Configuration as the SDK sees it; the DSN shows as host and project id, never the key."""
+        return status_report(settings)
+
+    if settings.debug_endpoint_enabled:
+
+        @router.get("/sentry-debug", include_in_schema=False)
+        async def sentry_debug() -> JSONResponse:
+            """Raise and report a test error; the 500 body carries the event id.
+
+            Caught and reported here rather than left to the framework, because only then can the
+            response carry the id; nothing else reports it, so it arrives exactly once.
+            """
+            try:
+                raise SentryDebugError(DEBUG_ERROR_MESSAGE)
+            except SentryDebugError as exc:
+                event_id = capture_exception(exc, level="error")
+            logger.info("GET /sentry-debug raised its test error (event id %s).", event_id)
+            detail = DEBUG_SENT_DETAIL if event_id else DEBUG_DISABLED_DETAIL
+            return JSONResponse({"detail": detail, "event_id": event_id}, status_code=500)
+
+    return router
+
+
+def status_report(settings: SentrySettings) -> dict[str, Any]:
+    """Values from the live client when there is one, else from the settings."""
+    sdk = sys.modules.get("sentry_sdk")
+    client = sdk.get_client() if sdk is not None else None
+    if client is not None and client.is_active():
+        options = client.options
+        dsn = dsn_summary(options.get("dsn"))
+        return {
+            "enabled": True,
+            "environment": options.get("environment"),
+            "release": options.get("release"),
+            "error_sample_rate": options.get("sample_rate"),
+            "traces_sample_rate": options.get("traces_sample_rate"),
+            "profiles_sample_rate": options.get("profiles_sample_rate"),
+            "integrations": sorted(getattr(client, "integrations", {}) or {}),
+            "dsn_host": dsn["host"],
+            "project_id": dsn["project_id"],
+            "last_event_id": latest_event_id(),
+            "debug_endpoint": settings.debug_endpoint_enabled,
+        }
+    dsn = dsn_summary(settings.dsn_value)
+    return {
+        "enabled": False,
+        "environment": settings.environment,
+        "release": settings.effective_release,
+        "error_sample_rate": settings.error_sample_rate,
+        "traces_sample_rate": settings.effective_traces_sample_rate,
+        "profiles_sample_rate": settings.effective_profiles_sample_rate,
+        "integrations": [],
+        "dsn_host": dsn["host"],
+        "project_id": dsn["project_id"],
+        "last_event_id": None,
+        "debug_endpoint": settings.debug_endpoint_enabled,
+    }
