@@ -1,0 +1,257 @@
+"""The inbox's Starlette application: Sentry's ingest endpoints, Spotlight's stream, a JSON API and
+the web pages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fastapi_sentry.inbox._auth import (
+    check_key,
+    check_token,
+    is_loopback,
+    missing_key_error,
+    sentry_key,
+)
+from fastapi_sentry.inbox._envelope import MAX_ENVELOPE_SIZE, make_decoder, parse_envelope
+from fastapi_sentry.inbox._errors import (
+    ForbiddenError,
+    InboxError,
+    MalformedRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from fastapi_sentry.inbox._ingest import Record, records_from_envelope, records_from_store_body
+from fastapi_sentry.inbox._store import InboxStore, Project
+from fastapi_sentry.inbox._web import web_routes
+
+logger = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class JSONResponse(Response):
+    """ASCII-escaped JSON: stored strings may hold lone surrogates, which UTF-8 cannot encode."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
+def error_response(error: InboxError) -> JSONResponse:
+    return JSONResponse(error.to_json(), status_code=error.status_code)
+
+
+def _int_id(value: str, what: str) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise NotFoundError(f"There is no {what} {value!r}; {what} ids are integers.", where="path")
+    return int(value)
+
+
+async def _read_body(request: Request) -> bytes:
+    """Read and decompress the body, refusing it as soon as a size limit is crossed."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise MalformedRequestError(
+                f"Content-Length {length!r} is not a number.", where="Content-Length header"
+            )
+        if int(length) > MAX_ENVELOPE_SIZE:
+            raise PayloadTooLargeError(
+                f"The body is {int(length)} bytes; the limit is {MAX_ENVELOPE_SIZE} bytes "
+                "(20 MiB). Send smaller envelopes.",
+                where="Content-Length header",
+            )
+    decoder = make_decoder(request.headers.get("content-encoding"))
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > MAX_ENVELOPE_SIZE:
+            raise PayloadTooLargeError(
+                f"The body is over {MAX_ENVELOPE_SIZE} bytes (20 MiB); send smaller envelopes.",
+                where="body",
+            )
+        if chunk:
+            decoder.feed(chunk)
+    return decoder.finish()
+
+
+class _App:
+    def __init__(self, store: InboxStore, token: str | None) -> None:
+        self.store = store
+        self.token = token
+
+    def _project(self, raw_id: str) -> Project:
+        project_id = _int_id(raw_id, "project")
+        project = self.store.get_project(project_id)
+        if project is None:
+            raise NotFoundError(
+                f"There is no project {project_id}; use the DSN the inbox printed or create "
+                "the project first (InboxStore.create_project or the fastapi-sentry CLI).",
+                where="path",
+            )
+        return project
+
+    def _authenticate(self, request: Request) -> Project:
+        key = sentry_key(request)
+        if key is None:
+            raise missing_key_error()
+        project = self._project(request.path_params["project_id"])
+        check_key(key, project.public_key, project.id)
+        return project
+
+    async def _store(self, project: Project, records: list[Record], received: float) -> None:
+        if records:
+            await asyncio.wrap_future(self.store.ingest_async(project.id, records, received))
+
+    async def envelope(self, request: Request) -> Response:
+        project = self._authenticate(request)
+        received = time.time()
+        envelope = parse_envelope(await _read_body(request))
+        records = records_from_envelope(envelope, received)
+        await self._store(project, records, received)
+        event_ids = [r.event_id for r in records if r.group is not None or r.type == "transaction"]
+        return JSONResponse({"id": event_ids[0]} if event_ids else {})
+
+    async def store_endpoint(self, request: Request) -> Response:
+        project = self._authenticate(request)
+        received = time.time()
+        records = records_from_store_body(await _read_body(request), received)
+        await self._store(project, records, received)
+        return JSONResponse({"id": records[0].event_id})
+
+    async def spotlight(self, request: Request) -> Response:
+        # Spotlight sends no key; only processes on this machine may use it.
+        client = request.client
+        if client is None or not is_loopback(client.host):
+            raise ForbiddenError(
+                "Spotlight's /stream accepts envelopes from this machine only; remote SDKs must "
+                "use the DSN.",
+                where="client address",
+            )
+        received = time.time()
+        envelope = parse_envelope(await _read_body(request))
+        records = records_from_envelope(envelope, received)
+        await self._store(self.store.default_project(), records, received)
+        return Response(status_code=200)
+
+    # -- JSON API ------------------------------------------------------------------------------
+
+    def _read_guard(self, request: Request) -> None:
+        check_token(request, self.token)
+
+    def _limit(self, request: Request, default: int = 100) -> int:
+        raw = request.query_params.get("limit", str(default))
+        if not raw.isdigit() or not 1 <= int(raw) <= 10000:
+            raise MalformedRequestError(
+                f"limit={raw!r} must be an integer from 1 to 10000.", where="query parameter limit"
+            )
+        return int(raw)
+
+    async def api_projects(self, request: Request) -> Response:
+        self._read_guard(request)
+        return JSONResponse(
+            [
+                {"id": str(p.id), "name": p.name, "slug": p.name, "publicKey": p.public_key}
+                for p in self.store.list_projects()
+            ]
+        )
+
+    async def api_issues(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        params = request.query_params
+        issues = self.store.list_issues(
+            project.id,
+            environment=params.get("environment"),
+            release=params.get("release"),
+            level=params.get("level"),
+            query=params.get("query"),
+            limit=self._limit(request),
+        )
+        return JSONResponse(issues)
+
+    def _issue(self, request: Request) -> dict[str, Any]:
+        issue_id = _int_id(request.path_params["issue_id"], "issue")
+        issue = self.store.get_issue(issue_id)
+        if issue is None:
+            raise NotFoundError(f"There is no issue {issue_id}.", where="path")
+        return issue
+
+    async def api_issue(self, request: Request) -> Response:
+        self._read_guard(request)
+        return JSONResponse(self._issue(request))
+
+    async def api_issue_latest(self, request: Request) -> Response:
+        self._read_guard(request)
+        issue = self._issue(request)
+        return JSONResponse(self.store.latest_event(int(issue["id"])))
+
+    async def api_issue_events(self, request: Request) -> Response:
+        self._read_guard(request)
+        issue = self._issue(request)
+        return JSONResponse(
+            self.store.events(
+                issue_id=int(issue["id"]), limit=self._limit(request), newest_first=True
+            )
+        )
+
+    async def api_events(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        return JSONResponse(
+            self.store.events(
+                project_id=project.id,
+                type=request.query_params.get("type"),
+                limit=self._limit(request),
+                newest_first=True,
+            )
+        )
+
+
+def _guarded(endpoint: Endpoint) -> Endpoint:
+    """Turn an InboxError into its JSON answer; the request changed nothing (it raised before
+    its records were committed)."""
+
+    async def handler(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except InboxError as e:
+            if e.status_code >= 500:
+                logger.error("Inbox request %s failed: %s", request.url.path, e.message)
+            else:
+                logger.info("Inbox refused %s (%d): %s", request.url.path, e.status_code, e)
+            return error_response(e)
+
+    return handler
+
+
+def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
+    """The inbox as an ASGI app over ``store``; ``token`` protects the web pages and JSON API."""
+    app = _App(store, token)
+    api = [
+        ("/api/{project_id}/envelope/", app.envelope, "POST"),
+        ("/api/{project_id}/envelope", app.envelope, "POST"),
+        ("/api/{project_id}/store/", app.store_endpoint, "POST"),
+        ("/api/{project_id}/store", app.store_endpoint, "POST"),
+        ("/stream", app.spotlight, "POST"),
+        ("/api/0/projects/", app.api_projects, "GET"),
+        ("/api/0/projects/{project_id}/issues/", app.api_issues, "GET"),
+        ("/api/0/projects/{project_id}/events/", app.api_events, "GET"),
+        ("/api/0/issues/{issue_id}/", app.api_issue, "GET"),
+        ("/api/0/issues/{issue_id}/events/", app.api_issue_events, "GET"),
+        ("/api/0/issues/{issue_id}/events/latest/", app.api_issue_latest, "GET"),
+    ]
+    routes = [Route(path, _guarded(fn), methods=[method]) for path, fn, method in api]
+    routes += web_routes(store, token)
+    return Starlette(routes=routes)

@@ -1,0 +1,179 @@
+"""Grouping events into issues the way Sentry users expect.
+
+An explicit fingerprint wins; otherwise the exception types plus the in-app frames (module and
+function, never line numbers, so an edit above the failing line keeps the issue); otherwise the
+message template with its parameters left out. Payloads are untrusted: every access checks types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+LEVELS = ("fatal", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class Group:
+    hash: str
+    title: str
+    culprit: str
+    level: str
+    type: str  # Sentry's event type: "error" (has an exception) or "default"
+    metadata: dict[str, str]
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+def clean(text: str) -> str:
+    """Replace lone surrogates (legal in JSON, illegal in UTF-8) so SQLite and HTML accept it."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def exceptions(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exception chain, innermost cause first and the raised exception last (Sentry's order)."""
+    container = event.get("exception")
+    values = as_list(as_dict(container).get("values")) if isinstance(container, dict) else []
+    if isinstance(container, list):
+        values = container
+    return [v for v in values if isinstance(v, dict)]
+
+
+def frames(exc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in as_list(as_dict(exc.get("stacktrace")).get("frames")) if isinstance(f, dict)]
+
+
+def _frame_location(frame: dict[str, Any]) -> str:
+    return as_str(frame.get("module")) or as_str(frame.get("filename")) or "?"
+
+
+def message_template(event: dict[str, Any]) -> str:
+    """The message with its parameters left out: logentry.message is the format string."""
+    logentry = as_dict(event.get("logentry"))
+    message = event.get("message")
+    return (
+        as_str(logentry.get("message"))
+        or as_str(as_dict(message).get("message"))
+        or as_str(message)
+        or as_str(logentry.get("formatted"))
+        or as_str(as_dict(message).get("formatted"))
+    )
+
+
+def formatted_message(event: dict[str, Any]) -> str:
+    logentry = as_dict(event.get("logentry"))
+    message = event.get("message")
+    return (
+        as_str(logentry.get("formatted"))
+        or as_str(as_dict(message).get("formatted"))
+        or as_str(message)
+        or message_template(event)
+    )
+
+
+def _default_components(event: dict[str, Any]) -> list[str]:
+    chain = exceptions(event)
+    if chain:
+        parts: list[str] = []
+        for exc in chain:
+            parts.append("type:" + (as_str(exc.get("type")) or "Error"))
+            all_frames = frames(exc)
+            in_app = [f for f in all_frames if f.get("in_app") is True]
+            chosen = in_app or all_frames  # no in-app frame: the whole stack is all we have
+            parts.extend(
+                f"frame:{_frame_location(f)}:{as_str(f.get('function')) or '?'}" for f in chosen
+            )
+            if not all_frames:
+                parts.append("value:" + as_str(exc.get("value")))
+        return parts
+    template = message_template(event)
+    if template:
+        return ["message:" + template]
+    return ["event:" + (as_str(event.get("transaction")) or "<unlabeled event>")]
+
+
+def _culprit(event: dict[str, Any]) -> str:
+    explicit = as_str(event.get("culprit")) or as_str(event.get("transaction"))
+    if explicit:
+        return explicit
+    chain = exceptions(event)
+    if chain:
+        all_frames = frames(chain[-1])
+        in_app = [f for f in all_frames if f.get("in_app") is True] or all_frames
+        if in_app:
+            last = in_app[-1]
+            return f"{_frame_location(last)} in {as_str(last.get('function')) or '?'}"
+    return ""
+
+
+def _title(event: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    chain = exceptions(event)
+    if chain:
+        main = chain[-1]
+        exc_type = as_str(main.get("type")) or "Error"
+        value = as_str(main.get("value"))
+        first_line = value.splitlines()[0] if value else ""
+        title = f"{exc_type}: {first_line}" if first_line else exc_type
+        return title, {"type": exc_type, "value": value}
+    message = formatted_message(event)
+    title = (message.splitlines()[0] if message else "") or "<unlabeled event>"
+    return title, {"title": title}
+
+
+def level_of(event: dict[str, Any]) -> str:
+    level = as_str(event.get("level")).lower()
+    if level == "warn":
+        level = "warning"
+    return level if level in LEVELS else "error"
+
+
+def group_event(event: dict[str, Any]) -> Group:
+    """Compute the issue an event belongs to and the issue's display fields."""
+    fingerprint = as_list(event.get("fingerprint"))
+    if fingerprint:
+        components: list[str] = []
+        for part in fingerprint:
+            text = as_str(part)
+            if text.replace(" ", "") == "{{default}}":
+                components.extend(_default_components(event))
+            else:
+                components.append("fingerprint:" + text)
+    else:
+        components = _default_components(event)
+    digest = hashlib.sha1(
+        "\n".join(components).encode("utf-8", "surrogatepass"), usedforsecurity=False
+    ).hexdigest()
+    title, metadata = _title(event)
+    return Group(
+        hash=digest,
+        title=clean(title[:500]),
+        culprit=clean(_culprit(event)[:500]),
+        level=level_of(event),
+        type="error" if exceptions(event) else "default",
+        metadata={k: clean(v[:1000]) for k, v in metadata.items()},
+    )
+
+
+def user_key(event: dict[str, Any]) -> str | None:
+    """What identifies a user for userCount (Sentry's order: id, username, email, ip)."""
+    user = as_dict(event.get("user"))
+    for field in ("id", "username", "email", "ip_address"):
+        value = as_str(user.get(field))
+        if value:
+            return clean(f"{field}:{value}"[:500])
+    return None

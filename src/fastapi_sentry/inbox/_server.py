@@ -1,0 +1,229 @@
+"""Running the inbox: blocking for the CLI (:func:`serve`), in a background thread for tests
+(:class:`InboxServer`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from fastapi_sentry.inbox._app import create_app
+from fastapi_sentry.inbox._auth import is_loopback
+from fastapi_sentry.inbox._store import InboxStore, Project
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InboxInfo:
+    """What a user needs once the inbox listens: its URL, the DSN and the read token (if any)."""
+
+    url: str
+    dsn: str
+    project: Project
+    token: str | None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise OSError(
+            e.errno,
+            f"The inbox cannot listen on {host}:{port} ({e.strerror}); choose another --port "
+            "or stop the process using it.",
+        ) from e
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _base_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}"
+
+
+def _resolve_token(host: str, token: str | None) -> str | None:
+    # Beyond loopback the events (request headers, local variables) must not be readable by anyone.
+    if token is None and not is_loopback(host):
+        return secrets.token_urlsafe(24)
+    return token
+
+
+def _config(app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_keep_alive=30,
+    )
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    db_path: str | os.PathLike[str],
+    token: str | None,
+    on_ready: Callable[[InboxInfo], None] | None = None,
+) -> None:
+    """Run the inbox until interrupted (Ctrl-C / SIGTERM).
+
+    ``on_ready`` is called once the socket listens, with the URL, the default project's DSN and the
+    token; on a non-loopback ``host`` without a ``token`` one is generated and only given there, so
+    the caller (the CLI) must print it.
+    """
+    token = _resolve_token(host, token)
+    store = InboxStore(db_path)
+    try:
+        sock = _bind(host, port)
+        try:
+            url = _base_url(host, sock.getsockname()[1])
+            project = store.default_project()
+            if on_ready is not None:
+                on_ready(InboxInfo(url=url, dsn=project.dsn(url), project=project, token=token))
+            logger.info("fastapi-sentry inbox listening on %s", url)
+            uvicorn.Server(_config(create_app(store, token=token))).run(sockets=[sock])
+        finally:
+            sock.close()
+    finally:
+        store.close()
+
+
+class InboxServer:
+    """The inbox in a background thread on a free port: for tests and the pytest plugin.
+
+    >>> with InboxServer(tmp_path / "inbox.db") as inbox:
+    ...     sentry_sdk.init(dsn=inbox.dsn)
+    ...     inbox.wait_for(1)
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+    ) -> None:
+        self.db_path = os.fspath(db_path)
+        self.host = host
+        self.port = port
+        self.token = _resolve_token(host, token)
+        self.store: InboxStore | None = None
+        self.url = ""
+        self.dsn = ""
+        self.project: Project | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    def start(self) -> InboxServer:
+        if self._thread is not None:
+            raise RuntimeError("This InboxServer is already running; call stop() first.")
+        self.store = InboxStore(self.db_path)
+        try:
+            self._sock = _bind(self.host, self.port)
+            self.port = self._sock.getsockname()[1]
+            self.url = _base_url(self.host, self.port)
+            self.project = self.store.default_project()
+            self.dsn = self.project.dsn(self.url)
+            self._server = uvicorn.Server(_config(create_app(self.store, token=self.token)))
+            self._thread = threading.Thread(
+                target=self._server.run,
+                kwargs={"sockets": [self._sock]},
+                name="fastapi-sentry-inbox",
+                daemon=True,
+            )
+            self._thread.start()
+            deadline = time.monotonic() + 10.0
+            while not self._server.started:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"The inbox server on {self.url} did not start within 10 s; "
+                        "see the log output above for the reason."
+                    )
+                time.sleep(0.01)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            if self._thread.is_alive():
+                logger.warning("The inbox server thread did not stop within 15 s.")
+        if self._sock is not None:
+            self._sock.close()
+        if self.store is not None:
+            self.store.close()
+        self._server = self._thread = self._sock = None
+        self.store = None
+
+    def __enter__(self) -> InboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _running_store(self) -> InboxStore:
+        if self.store is None:
+            raise RuntimeError("The InboxServer is not running; call start() or use it in 'with'.")
+        return self.store
+
+    def issues(self, project_id: int | None = None) -> list[dict[str, Any]]:
+        """Issues as the JSON API returns them (Sentry's shape: ``count`` is a string)."""
+        store = self._running_store()
+        if project_id is None:
+            project_id = store.default_project().id
+        return store.list_issues(project_id, limit=None)
+
+    def events(self, type: str | None = None) -> list[dict[str, Any]]:
+        """Every stored event of every project, oldest first, as full JSON.
+
+        ``type`` is Sentry's event type: ``error`` (with an exception), ``default`` (a message),
+        ``transaction``, ``check_in``, ``session``, ``sessions``, ``client_report``, ``log``,
+        ``attachment`` or an unknown item's type; comma-separate several.
+        """
+        return self._running_store().events(type=type)
+
+    def wait_for(
+        self, count: int, timeout: float = 10.0, type: str | None = "error"
+    ) -> list[dict[str, Any]]:
+        """Poll until at least ``count`` events of ``type`` are stored, and return all of them."""
+        store = self._running_store()
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = store.count_events(type=type)
+            if seen >= count:
+                return store.events(type=type)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"The inbox stored {seen} event(s) of type {type!r} within {timeout} s, "
+                    f"expected at least {count}; check that the SDK's dsn is this inbox's "
+                    f"DSN (inbox.dsn, on {self.url}) and call sentry_sdk.flush() before waiting."
+                )
+            time.sleep(0.02)
