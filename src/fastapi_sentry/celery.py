@@ -1,0 +1,234 @@
+"""install_celery: Sentry in every Celery worker process and in beat, initialised where it works.
+
+sentry-sdk's Celery integration already captures a task's error once, on its final failure
+(`Retry` is control flow, not an error), continues the trace of whoever enqueued the task and
+sends beat check-ins. What it needs is to be initialised in the right process, and what it
+lacks is searchable task tags, retries that show up in the final event, and a flush on worker
+shutdown; this module adds exactly those, through Celery signals.
+
+Call `install_celery(app)` in the module that creates the Celery app (the one `celery -A`
+imports), so the signals are connected before the worker or beat starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from fastapi_sentry._errors import MissingExtraError
+from fastapi_sentry._settings import SentrySettings, settings_from
+from fastapi_sentry._setup import flush, init_sdk, off_reason
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = [
+    "RETRY_BREADCRUMB_CATEGORY",
+    "RETRY_HISTORY_HEADER",
+    "TAG_RETRIES",
+    "TAG_TASK_ID",
+    "TAG_TASK_NAME",
+    "install_celery",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Tags set on the scope of every task run (their values are strings, as Sentry stores them).
+TAG_TASK_NAME = "celery.task_name"
+TAG_TASK_ID = "celery.task_id"
+TAG_RETRIES = "celery.retries"
+
+#: Category of the breadcrumbs that record a retry.
+RETRY_BREADCRUMB_CATEGORY = "celery.retry"
+
+#: Message header that carries the reasons of earlier attempts to the next one: each attempt
+#: runs in a fresh scope (maybe in another process), so a breadcrumb would otherwise be lost.
+RETRY_HISTORY_HEADER = "fastapi_sentry_retry_history"
+
+#: Attempts remembered in that header, and the length of each reason: headers stay small.
+MAX_RETRY_HISTORY = 10
+MAX_REASON_LENGTH = 200
+
+_HOOKS_ATTRIBUTE = "_fastapi_sentry_hooks"
+
+
+def install_celery(
+    celery_app: Celery, settings: SentrySettings | None = None, **overrides: Any
+) -> SentrySettings:
+    """Give a Celery app's workers (prefork children included) and beat Sentry.
+
+    Settings come from the environment (`SENTRY_*`, `.env`) unless given; keyword overrides take
+    any `SentrySettings` field. Sentry is initialised on `celeryd_init` and `beat_init`, in the
+    parent process before the pool forks: `worker_process_init` would be too late, the children
+    would run tasks whose errors are silently dropped. Off (no DSN): nothing is connected and
+    sentry_sdk is not imported. Calling it again for the same app returns the first settings.
+    """
+    settings = settings_from(settings, overrides)
+    installed: _CeleryHooks | None = getattr(celery_app, _HOOKS_ATTRIBUTE, None)
+    if installed is not None:
+        return installed.settings
+    if not settings.is_active:
+        logger.info(
+            "Sentry is off for Celery app %r: %s", _app_name(celery_app), off_reason(settings)
+        )
+        return settings
+    try:
+        from celery import signals  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - a Celery app implies Celery
+        raise MissingExtraError(
+            "install_celery needs Celery, which is not installed; "
+            "install the extra with `pip install fastapi-sentry[celery]`"
+        ) from exc
+    hooks = _CeleryHooks(celery_app, settings)
+    hooks.connect()
+    setattr(celery_app, _HOOKS_ATTRIBUTE, hooks)
+    return settings
+
+
+def _app_name(celery_app: Any) -> str:
+    return str(getattr(celery_app, "main", None) or "celery")
+
+
+class _CeleryHooks:
+    """The signal receivers for one Celery app; kept on the app so they stay referenced."""
+
+    def __init__(self, celery_app: Celery, settings: SentrySettings) -> None:
+        self.app = celery_app
+        self.settings = settings
+
+    def connect(self) -> None:
+        from celery import signals
+
+        # weak=False: bound methods would otherwise be collected with nothing else holding them
+        signals.celeryd_init.connect(self.on_worker_init, weak=False)
+        signals.beat_init.connect(self.on_beat_init, weak=False)
+        signals.task_prerun.connect(self.on_task_prerun, weak=False)
+        signals.task_retry.connect(self.on_task_retry, weak=False)
+        signals.before_task_publish.connect(self.on_before_publish, weak=False)
+        signals.worker_shutdown.connect(self.on_shutdown, weak=False)
+        signals.worker_process_shutdown.connect(self.on_shutdown, weak=False)
+
+    # --- initialisation ---------------------------------------------------------------------
+
+    def on_worker_init(self, sender: Any = None, instance: Any = None, **_: Any) -> None:
+        app = getattr(instance, "app", None)
+        if app is not None and app is not self.app:
+            return
+        self._init("worker")
+
+    def on_beat_init(self, sender: Any = None, **_: Any) -> None:
+        app = getattr(sender, "app", None)
+        if app is not None and app is not self.app:
+            return
+        self._init("beat")
+
+    def _init(self, role: str) -> None:
+        try:
+            init_sdk(self.settings)
+        except Exception:
+            # a broken Sentry setup must not stop the worker from running tasks
+            logger.exception("Sentry could not be initialised in the Celery %s", role)
+            return
+        logger.info("Sentry is on in the Celery %s of app %r", role, _app_name(self.app))
+
+    def on_shutdown(self, **_: Any) -> None:
+        # Only atexit flushes by default, and prefork children leave with os._exit.
+        flush(self.settings.shutdown_timeout)
+
+    # --- task scope -------------------------------------------------------------------------
+
+    def on_task_prerun(
+        self, sender: Any = None, task_id: Any = None, task: Any = None, **_: Any
+    ) -> None:
+        sentry_sdk = _active_sdk()
+        if sentry_sdk is None or task is None:
+            return
+        with sentry_sdk.utils.capture_internal_exceptions():
+            request = task.request
+            retries = int(getattr(request, "retries", 0) or 0)
+            # the SDK runs every task in its own isolation scope, entered before this signal
+            scope = sentry_sdk.get_isolation_scope()
+            scope.set_tag(TAG_TASK_NAME, task.name)
+            scope.set_tag(TAG_TASK_ID, str(task_id or request.id))
+            scope.set_tag(TAG_RETRIES, str(retries))
+            for attempt, (when, reason) in enumerate(_retry_history(request), start=1):
+                crumb = _retry_breadcrumb(task.name, attempt, reason, request)
+                crumb["timestamp"] = datetime.fromtimestamp(when, timezone.utc)
+                scope.add_breadcrumb(crumb)
+
+    def on_task_retry(
+        self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
+    ) -> None:
+        sentry_sdk = _active_sdk()
+        if sentry_sdk is None or sender is None:
+            return
+        with sentry_sdk.utils.capture_internal_exceptions():
+            retries = int(getattr(request, "retries", 0) or 0)
+            cause = getattr(reason, "exc", None) or reason
+            sentry_sdk.get_isolation_scope().add_breadcrumb(
+                _retry_breadcrumb(sender.name, retries + 1, _describe(cause), request)
+            )
+
+    def on_before_publish(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
+        """Carry the reason of this attempt to the next one when the message is its retry."""
+        if not isinstance(headers, dict) or "sentry_sdk" not in sys.modules:
+            return
+        # None outside a worker's task (a web request enqueueing), and for eager runs
+        task: Any = self.app.current_worker_task
+        if task is None:
+            return
+        sentry_sdk = sys.modules["sentry_sdk"]
+        with sentry_sdk.utils.capture_internal_exceptions():
+            request = task.request
+            retries = int(getattr(request, "retries", 0) or 0)
+            if headers.get("id") != request.id or int(headers.get("retries") or 0) <= retries:
+                return
+            # Task.retry publishes from inside the except block that handles the failure
+            history = [*_retry_history(request), (time.time(), _describe(sys.exc_info()[1]))]
+            headers[RETRY_HISTORY_HEADER] = history[-MAX_RETRY_HISTORY:]
+
+
+def _active_sdk() -> Any:
+    """sentry_sdk when it is imported and has an active client, else None (nothing to tag)."""
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    if sentry_sdk is None or not sentry_sdk.get_client().is_active():
+        return None
+    return sentry_sdk
+
+
+def _retry_history(request: Any) -> list[tuple[float, str]]:
+    """(time, reason) of the earlier attempts, from the header; malformed entries are skipped."""
+    value = getattr(request, RETRY_HISTORY_HEADER, None)
+    if value is None:
+        headers = getattr(request, "headers", None) or {}
+        value = headers.get(RETRY_HISTORY_HEADER)
+    if not isinstance(value, (list, tuple)):
+        return []
+    history = []
+    for item in value[-MAX_RETRY_HISTORY:]:
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            with contextlib.suppress(TypeError, ValueError):
+                history.append((float(item[0]), str(item[1])[:MAX_REASON_LENGTH]))
+    return history
+
+
+def _describe(exc: object) -> str:
+    if exc is None:
+        return "retry requested"
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"[:MAX_REASON_LENGTH]
+    return str(exc)[:MAX_REASON_LENGTH]
+
+
+def _retry_breadcrumb(task_name: str, attempt: int, reason: str, request: Any) -> dict[str, Any]:
+    return {
+        "type": "default",
+        "category": RETRY_BREADCRUMB_CATEGORY,
+        "level": "warning",
+        "message": f"{task_name} attempt {attempt} failed and was retried: {reason}",
+        "data": {"task_id": str(getattr(request, "id", "")), "attempt": attempt, "reason": reason},
+    }

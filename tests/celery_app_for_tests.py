@@ -1,0 +1,100 @@
+"""The Celery app the worker and beat subprocesses of the Celery tests import (`celery -A`).
+
+Configured from the environment the tests set: broker URL, a queue name unique to the test
+run, and SENTRY_DSN pointing at the test's receiver. Imported by the test process too (to
+enqueue), where SENTRY_DSN is unset and `install_celery` stays off.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sentry_sdk
+from celery import Celery, Task
+from celery.schedules import schedule
+
+from fastapi_sentry.celery import install_celery
+
+BROKER_URL = os.environ.get("FASTAPI_SENTRY_TEST_BROKER", "redis://127.0.0.1:6379/0")
+QUEUE = os.environ.get("FASTAPI_SENTRY_TEST_QUEUE", "fastapi-sentry-tests")
+#: Where tasks leave marks the test process waits for (a directory).
+MARKS = os.environ.get("FASTAPI_SENTRY_TEST_MARKS", "")
+
+
+class EverySecond(schedule):  # type: ignore[misc]
+    """Declares a one-minute interval (what Sentry Crons accepts) but is due every second.
+
+    sentry-sdk ignores beat entries with intervals under a minute; a test cannot wait minutes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(run_every=timedelta(minutes=1))
+
+    def is_due(self, last_run_at: datetime) -> tuple[bool, float]:
+        elapsed = (self.now() - self.maybe_make_aware(last_run_at)).total_seconds()
+        return (elapsed >= 1.0, max(0.1, 1.0 - elapsed))
+
+
+app = Celery("celery_app_for_tests", broker=BROKER_URL)
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    worker_prefetch_multiplier=1,
+    beat_schedule={
+        "beat-ok": {"task": "tests.beat_ok", "schedule": EverySecond()},
+        "beat-fails": {"task": "tests.beat_fails", "schedule": EverySecond()},
+    },
+)
+install_celery(app)
+
+
+def mark(name: str) -> None:
+    if MARKS:
+        Path(MARKS, name).touch()
+
+
+@app.task(name="tests.retry_then_fail", bind=True, max_retries=2, default_retry_delay=0)
+def retry_then_fail(self: Task, label: str) -> None:
+    try:
+        raise ValueError(f"flaky {label} attempt {self.request.retries}")
+    except ValueError as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@app.task(
+    name="tests.autoretry_then_fail",
+    autoretry_for=(ValueError,),
+    max_retries=2,
+    default_retry_delay=0,
+)
+def autoretry_then_fail(label: str) -> None:
+    raise ValueError(f"always {label}")
+
+
+@app.task(name="tests.fails")
+def fails(label: str) -> None:
+    raise RuntimeError(f"boom {label}")
+
+
+@app.task(name="tests.capture_messages")
+def capture_messages(label: str, count: int) -> None:
+    for number in range(count):
+        sentry_sdk.capture_message(f"{label} {number}")
+    mark(label)
+
+
+@app.task(name="tests.beat_ok")
+def beat_ok() -> str:
+    return "ok"
+
+
+@app.task(name="tests.beat_fails")
+def beat_fails() -> Any:
+    time.sleep(0.01)
+    raise RuntimeError("beat task failed")
