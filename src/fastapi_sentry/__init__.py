@@ -7,7 +7,18 @@ what services kept writing by hand. Nothing here imports sentry_sdk until Sentry
 from typing import TYPE_CHECKING, Any
 
 from fastapi_sentry._errors import ConfigError, FastApiSentryError, MissingExtraError
+from fastapi_sentry._health import add_health_check
+from fastapi_sentry._helpers import (
+    capture_exception,
+    capture_message,
+    operation,
+    trace,
+    track_business_event,
+    track_external_api_error,
+    track_slow_operation,
+)
 from fastapi_sentry._request_id import RequestIdLogFilter, get_request_id
+from fastapi_sentry._scrubbing import scrub_event
 from fastapi_sentry._settings import SentrySettings, load_settings
 from fastapi_sentry._setup import install
 from fastapi_sentry._users import UserResolver, user_from_jwt_claims, user_from_state
@@ -24,10 +35,19 @@ __all__ = [
     "SentrySettings",
     "UserResolver",
     "__version__",
+    "add_health_check",
+    "capture_exception",
+    "capture_message",
     "get_request_id",
     "install",
     "install_celery",
     "load_settings",
+    "operation",
+    "scrub_event",
+    "trace",
+    "track_business_event",
+    "track_external_api_error",
+    "track_slow_operation",
     "user_from_jwt_claims",
     "user_from_state",
 ]

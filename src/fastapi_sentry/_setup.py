@@ -105,7 +105,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
         "server_name": settings.server_name,
         "debug": settings.debug,
         "sample_rate": settings.error_sample_rate,
-        "send_default_pii": settings.send_default_pii,
+        **_privacy_options(settings.send_default_pii),
         "max_breadcrumbs": settings.max_breadcrumbs,
         "attach_stacktrace": settings.attach_stacktrace,
         "enable_logs": settings.enable_logs,
@@ -119,8 +119,44 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
     }
     if settings.enable_tracing:
         options["traces_sampler"] = make_traces_sampler(settings)
-        options["profiles_sample_rate"] = settings.effective_profiles_sample_rate
+        # continuous profiling tied to traces: the SDK deprecates transaction-based profiles
+        profile_rate = settings.effective_profiles_sample_rate
+        if profile_rate > 0:
+            options["profile_session_sample_rate"] = profile_rate
+            options["profile_lifecycle"] = "trace"
     return options
+
+
+# Header and cookie names that identify a person (the SDK's own list when PII is off).
+_PII_TERMS = ["forwarded", "-ip", "remote-", "via", "-user"]
+
+
+def _privacy_options(send_default_pii: bool) -> dict[str, Any]:
+    """`data_collection` where the SDK has it (it deprecates `send_default_pii`), else the flag.
+
+    Same choices the SDK makes for `send_default_pii`, except that cookies are not collected at
+    all with PII off. Our scrubber runs on top either way; the SDK's EventScrubber is not
+    needed (it is a subset of ours).
+    """
+    from sentry_sdk.consts import DEFAULT_OPTIONS
+
+    if "data_collection" not in DEFAULT_OPTIONS:  # pragma: no cover - sentry-sdk before 2.7x
+        return {"send_default_pii": send_default_pii}
+    terms = [] if send_default_pii else _PII_TERMS
+    return {
+        "data_collection": {
+            "user_info": send_default_pii,
+            "cookies": {"mode": "denylist", "terms": terms}
+            if send_default_pii
+            else {"mode": "off"},
+            "http_headers": {"request": {"mode": "denylist", "terms": terms}},
+            "url_query_params": {"mode": "denylist", "terms": terms},
+            "graphql": {"document": send_default_pii, "variables": send_default_pii},
+            "gen_ai": {"inputs": send_default_pii, "outputs": send_default_pii},
+            "database_query_data": send_default_pii,
+            "queues": send_default_pii,
+        }
+    }
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -57,7 +57,8 @@ def decompress(body: bytes, encoding: str) -> bytes:
 class Receiver:
     """Start with `with Receiver() as r:`; `r.dsn` points sentry-sdk at it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, delay: float = 0.0) -> None:
+        self.delay = delay
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
         self._cond = threading.Condition()
@@ -68,6 +69,8 @@ class Receiver:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 body = decompress(raw, self.headers.get("Content-Encoding", ""))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 with receiver._cond:
                     receiver.bodies.append(body)
                     receiver.paths.append(self.path)
