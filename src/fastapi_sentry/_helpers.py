@@ -15,8 +15,10 @@ Three rules hold for every helper here:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import inspect
+import itertools
 import logging
 import sys
 import time
@@ -49,6 +51,13 @@ NO_EXCEPTION_MESSAGE = (
     "capture_exception() was called with no exception outside an except block, so there is "
     "nothing to report; pass the exception, or call it inside `except`."
 )
+
+#: Bounds for values handed to the helpers. Sentry rejects events over 1 MB, and the SDK only
+#: trims "databags" (extra, breadcrumbs), not contexts, and no string at all by default.
+MAX_STRING = 8192
+MAX_ITEMS = 100
+MAX_DEPTH = 8
+MAX_TAG = 200
 
 _last_event_id: str | None = None
 _dedupe_installed = False
@@ -85,6 +94,38 @@ def _text(value: object) -> str:
         return value
     try:
         return str(value)
+    except Exception:
+        return f"<{type(value).__name__} object that cannot be shown>"
+
+
+def _cut(text: str, limit: int = MAX_STRING) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def _bounded(value: object, depth: int = 0) -> object:
+    """A copy of `value` small enough to send: strings cut, containers trimmed, odd objects repr'd.
+
+    Cycles and very deep nesting stop at MAX_DEPTH; nothing here can raise (reprs are guarded).
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, (bytes, bytearray)):
+        return _cut(bytes(value[: MAX_STRING + 1]).decode("utf-8", "replace"))
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        if depth >= MAX_DEPTH:
+            return f"[{type(value).__name__} nested deeper than {MAX_DEPTH} levels]"
+        if isinstance(value, Mapping):
+            items = list(itertools.islice(value.items(), MAX_ITEMS))
+            return {_cut(_text(k), 200): _bounded(v, depth + 1) for k, v in items}
+        return [_bounded(v, depth + 1) for v in itertools.islice(value, MAX_ITEMS)]
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value
+    try:
+        return _cut(repr(value))
     except Exception:
         return f"<{type(value).__name__} object that cannot be shown>"
 
@@ -156,10 +197,10 @@ def _enrich(
         with _guard("read the tags"):
             for key, value in dict(tags).items():
                 with _guard(f"set tag {_text(key)!r}"):
-                    scope.set_tag(_text(key), _text(value))
+                    scope.set_tag(_cut(_text(key), MAX_TAG), _cut(_text(value), MAX_TAG))
     for name, values in (contexts or {}).items():
         with _guard(f"set context {name!r}"):
-            scope.set_context(name, dict(values))
+            scope.set_context(name, cast(dict[str, Any], _bounded(values)))
     if fingerprint:
         scope.fingerprint = fingerprint
 
@@ -185,19 +226,19 @@ def _send(
                 with _guard("mark the exception as reported"):
                     setattr(exc, CAPTURED_MARK, event_id)
         else:
-            event_id = sdk.capture_message(message or "", level=None)
+            event_id = sdk.capture_message(_cut(message or ""), level=None)
     _remember(event_id)
     return event_id
 
 
-def _context(values: Mapping[str, object]) -> dict[str, dict[str, object]]:
+def _context(values: Mapping[str, object]) -> dict[str, Mapping[str, object]]:
     """The keyword context as one named context; seed 004's `context={...}` is taken as-is."""
     if not values:
         return {}
     only = values.get("context")
     if len(values) == 1 and isinstance(only, Mapping):
-        return {CONTEXT_NAME: dict(only)}
-    return {CONTEXT_NAME: dict(values)}
+        return {CONTEXT_NAME: only}
+    return {CONTEXT_NAME: values}
 
 
 # --- capture --------------------------------------------------------------------------------
@@ -379,7 +420,9 @@ def _breadcrumb(message: str, category: str, data: Mapping[str, object], level: 
     if sdk is None:
         return
     with _guard(f"add a {category} breadcrumb"):
-        sdk.add_breadcrumb(message=message, category=category, data=dict(data), level=level)
+        sdk.add_breadcrumb(
+            message=_cut(message), category=category, data=_bounded(dict(data)), level=level
+        )
 
 
 def track_business_event(name: str, **properties: object) -> None:
