@@ -1,0 +1,444 @@
+"""What counts as a secret or as personal data: key rules and value detectors.
+
+Kept apart from the walker in `_scrubbing` so the rules can be read, tested and tuned on their own.
+Nothing here imports sentry_sdk: the disabled mode must not pay for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+KEEP = 0
+SECRET = 1
+PII = 2
+
+# Words that make a key secret wherever they appear in it, once case, "-", "_", "." and camelCase
+# are folded. Whole words only: "author", "monkey", "keyboard" and "tokenizer" are different words
+# and survive.
+SECRET_WORDS = frozenset(
+    {
+        "accesskey",
+        "accesstoken",
+        "aiohttp",  # only ever seen here as aiohttp_session
+        "apikey",
+        "apikeys",
+        "apitoken",
+        "auth",
+        "authkey",
+        "authorisation",
+        "authorization",
+        "authtoken",
+        "bearer",
+        "cookie",
+        "cookies",
+        "cred",
+        "credential",
+        "credentials",
+        "creds",
+        "csrf",
+        "csrftoken",
+        "cvc",
+        "cvv",
+        "dsn",
+        "forwarded",
+        "idtoken",
+        "jsessionid",
+        "jwt",
+        "masterkey",
+        "oauth",
+        "otp",
+        "pass",
+        "passcode",
+        "passphrase",
+        "passwd",
+        "password",
+        "passwords",
+        "phpsessid",
+        "pin",
+        "privatekey",
+        "privkey",
+        "pw",
+        "pwd",
+        "refreshtoken",
+        "secret",
+        "secretkey",
+        "secrets",
+        "session",
+        "sessionid",
+        "sessiontoken",
+        "sessid",
+        "sid",
+        "signature",
+        "signingkey",
+        "ssn",
+        "symfony",
+        "token",
+        "totp",
+        "xsrf",
+        "xsrftoken",
+    }
+)
+SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("card", "number"),
+        ("cc", "number"),
+        ("credit", "card"),
+        ("private", "key"),
+        ("recovery", "code"),
+        ("security", "code"),
+        ("mfa", "code"),
+    }
+)
+# A key whose last word is "key" is a secret ("stripe_key", "anthropic_key", "X-Api-Key") unless the
+# word before it says it is a data-structure key, not a credential.
+BENIGN_KEY_QUALIFIERS = frozenset(
+    {
+        "bucket",
+        "cache",
+        "column",
+        "composite",
+        "config",
+        "dedup",
+        "dedupe",
+        "dict",
+        "entry",
+        "event",
+        "field",
+        "foreign",
+        "group",
+        "grouping",
+        "hash",
+        "hot",
+        "i18n",
+        "idempotency",
+        "index",
+        "job",
+        "label",
+        "lock",
+        "lookup",
+        "map",
+        "message",
+        "metric",
+        "natural",
+        "object",
+        "order",
+        "partition",
+        "primary",
+        "public",
+        "query",
+        "queue",
+        "range",
+        "rate",
+        "redis",
+        "registry",
+        "routing",
+        "row",
+        "s3",
+        "schema",
+        "search",
+        "setting",
+        "settings",
+        "shard",
+        "sort",
+        "state",
+        "storage",
+        "surrogate",
+        "task",
+        "template",
+        "translation",
+        "unique",
+    }
+)
+PII_WORDS = frozenset(
+    {
+        "birth",
+        "birthdate",
+        "birthday",
+        "dob",
+        "email",
+        "emails",
+        "ip",
+        "ipaddress",
+        "ips",
+        "ipv4",
+        "ipv6",
+        "login",
+        "phone",
+        "username",
+        "usernames",
+    }
+)
+PII_PAIRS = frozenset({("e", "mail"), ("remote", "addr"), ("remote", "address"), ("user", "name")})
+# A key ending in one of these describes a secret without holding it ("token_type", "session_count",
+# "password_min_length", "access_token_expires_in"), so the key alone does not mask it; its value is
+# still scanned by the value detectors.
+METADATA_SUFFIXES = frozenset(
+    {
+        "age",
+        "attempt",
+        "attempts",
+        "configured",
+        "count",
+        "counts",
+        "disabled",
+        "domain",
+        "enabled",
+        "endpoint",
+        "expiration",
+        "expired",
+        "expires",
+        "expiry",
+        "failures",
+        "field",
+        "fields",
+        "format",
+        "httponly",
+        "kind",
+        "len",
+        "length",
+        "lifetime",
+        "limit",
+        "limits",
+        "max",
+        "method",
+        "methods",
+        "min",
+        "path",
+        "policy",
+        "present",
+        "provider",
+        "providers",
+        "required",
+        "retries",
+        "rotation",
+        "samesite",
+        "scheme",
+        "schemes",
+        "secure",
+        "set",
+        "size",
+        "status",
+        "strength",
+        "ttl",
+        "type",
+        "types",
+        "uri",
+        "url",
+        "urls",
+        "usage",
+        "used",
+        "valid",
+        "verified",
+        "version",
+    }
+)
+_TRAILING_FILLERS = frozenset({"at", "in", "on", "ms", "s", "sec", "secs", "seconds"})
+_BOOLEAN_PREFIXES = frozenset({"has", "is", "needs", "require", "requires", "use", "uses"})
+
+_CAMEL_1 = re.compile(r"([a-z0-9])([A-Z])")
+_CAMEL_2 = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def unquote_key(key: str) -> str:
+    """Strip repr quoting: serialized frame locals turn b"authorization" into "b'authorization'"."""
+    if len(key) >= 3 and key[0] == "b" and key[1] in "'\"" and key[-1] == key[1]:
+        return key[2:-1]
+    if len(key) >= 2 and key[0] in "'\"" and key[-1] == key[0]:
+        return key[1:-1]
+    return key
+
+
+@lru_cache(maxsize=8192)
+def key_words(key: str) -> tuple[str, ...]:
+    """Fold a key to words: "X-Api-Key", "x_api_key" and "xApiKey" give ("x", "api", "key")."""
+    key = unquote_key(key.strip())
+    key = _CAMEL_2.sub(r"\1 \2", _CAMEL_1.sub(r"\1 \2", key))
+    words = []
+    for word in _NON_WORD.split(key.lower()):
+        if not word:
+            continue
+        # "password2", "oauth2", "cvv2" mean the same as without the digit; "s3" and "v2" stay as
+        # is.
+        stripped = word.rstrip("0123456789")
+        words.append(stripped if len(stripped) >= 3 else word)
+    return tuple(words)
+
+
+def _has_sequence(words: tuple[str, ...], sequences: Iterable[tuple[str, ...]]) -> bool:
+    for seq in sequences:
+        n = len(seq)
+        for i in range(len(words) - n + 1):
+            if words[i : i + n] == seq:
+                return True
+    return False
+
+
+class KeyRules:
+    """Classifies a dict key (or a header name) as KEEP, SECRET or PII."""
+
+    def __init__(
+        self,
+        *,
+        send_default_pii: bool,
+        extra_keys: Iterable[str] = (),
+        safe_keys: Iterable[str] = (),
+    ) -> None:
+        self.send_default_pii = send_default_pii
+        self.extra_sequences = frozenset(w for w in (key_words(k) for k in extra_keys) if w)
+        self.safe_keys = frozenset(w for w in (key_words(k) for k in safe_keys) if w)
+        self.classify: Callable[[str], int] = lru_cache(maxsize=8192)(self._classify)
+
+    def _classify(self, key: str) -> int:
+        words = key_words(key)
+        if not words or words in self.safe_keys:
+            return KEEP
+        if _has_sequence(words, self.extra_sequences):
+            return SECRET
+        core = words
+        while len(core) > 1 and core[-1] in _TRAILING_FILLERS:
+            core = core[:-1]
+        if len(core) > 1 and (core[-1] in METADATA_SUFFIXES or core[0] in _BOOLEAN_PREFIXES):
+            return KEEP
+        if any(w in SECRET_WORDS for w in core) or _has_sequence(core, SECRET_PAIRS):
+            return SECRET
+        last = core[-1]
+        if last in ("key", "keys") and (len(core) == 1 or core[-2] not in BENIGN_KEY_QUALIFIERS):
+            return SECRET
+        if not self.send_default_pii and (
+            any(w in PII_WORDS for w in core) or _has_sequence(core, PII_PAIRS)
+        ):
+            return PII
+        return KEEP
+
+
+# --- value detectors ------------------------------------------------------------------------------
+
+PEM_RE = re.compile(
+    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+    r".*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.S,
+)
+# The whole userinfo goes: in a Sentry DSN the "user" part is the key.
+URL_USERINFO_RE = re.compile(
+    r"(?P<keep>\b[a-zA-Z][a-zA-Z0-9+.\-]{0,30}://)(?P<secret>[^/\s@'\"<>?#]+)@"
+)
+AUTH_SCHEME_RE = re.compile(
+    r"(?P<keep>(?i:\b(?P<scheme>bearer|basic|digest)\s+))(?P<secret>[A-Za-z0-9._~+/=\-]{8,})"
+)
+JWT_RE = re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]*")
+KEY_FORMAT_RE = re.compile(
+    r"(?<![A-Za-z0-9])(?:"
+    r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}"  # Stripe secret and restricted keys
+    r"|whsec_[0-9A-Za-z+/=]{16,}"  # Stripe webhook signing secret
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
+    r"|xox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack
+    r"|(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}"  # AWS access key ids
+    r"|AIza[0-9A-Za-z_\-]{35}"  # Google API keys
+    r"|sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{20,}"  # OpenAI / Anthropic
+    r"|glpat-[A-Za-z0-9_\-]{20,}"  # GitLab
+    r"|npm_[A-Za-z0-9]{36}"  # npm
+    r")"
+)
+_KEY_FORMAT_HINTS = (
+    "sk_",
+    "rk_",
+    "whsec_",
+    "gh",
+    "xox",
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AIza",
+    "sk-",
+    "glpat-",
+    "npm_",
+)
+SLACK_WEBHOOK_RE = re.compile(r"(?P<keep>hooks\.slack\.com/services/)(?P<secret>[A-Za-z0-9/_\-]+)")
+# One scan for every digit-shaped candidate (card numbers, IPv4 addresses); the callback decides.
+DIGIT_RUN_RE = re.compile(r"(?<![\w.])\d(?:[ .\-]?\d){3,22}(?![\w])")
+EMAIL_RE = re.compile(
+    r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,24}"
+)
+IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+
+# key=value / key: value / "key": "value" in free text (query strings, JSON and reprs inside
+# strings, log lines). Scanning for the separators and reading the key backwards is several times
+# cheaper than a forward regex that has to try every word as a possible key.
+SEPARATOR_RE = re.compile(r"[:=]")
+REVERSED_KEY_RE = re.compile(r"[ \t]{0,4}(?:[\"']\\?)?(?P<key>[A-Za-z0-9_.\-]{1,64})")
+VALUE_RE = re.compile(
+    r"[ \t]{0,4}(?:(?P<q>\\?[\"'])(?P<qval>[^\"'\\\n]{1,4000})(?P=q)"
+    r"|(?:(?i:bearer|basic|digest|token)[ \t]+)?(?P<val>[^\s\"'&,;{}\[\]()<>]+))"
+)
+# ('authorization', 'Bearer x') pairs inside reprs of header lists.
+KV_TUPLE_RE = re.compile(
+    r"\(\s*b?(?P<kq>[\"'])(?P<key>[^\"']{1,64})(?P=kq)\s*,\s*b?(?P<vq>[\"'])(?P<qval>[^\"']{1,4000})(?P=vq)"
+)
+COOKIE_TEXT_RE = re.compile(r"(?i:\b(?:set-)?cookie)(?P<sep>\s*[:=]\s*)(?P<val>[^\r\n\"']+)")
+
+# Card issuer prefixes, so that 13-19 digit ids and millisecond timestamps are not taken for cards.
+_CARD_IIN_RE = re.compile(
+    r"4|5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)|3[47]|3(?:0[0-5]|[68])|6(?:011|5|4[4-9]|2)|35(?:2[89]|[3-8])"
+)
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    parity = len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def is_card_number(candidate: str) -> bool:
+    digits = candidate.replace(" ", "").replace("-", "")
+    return (
+        digits.isdigit()
+        and 13 <= len(digits) <= 19
+        and _CARD_IIN_RE.match(digits) is not None
+        and luhn_ok(digits)
+    )
+
+
+def is_personal_ipv4(candidate: str) -> bool:
+    """Loopback and unspecified addresses name the server, not a person: keep them."""
+    parts = candidate.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        return False
+    return parts[0] != "127" and candidate != "0.0.0.0"
+
+
+def is_personal_ipv6(candidate: str) -> bool:
+    if "::" not in candidate and candidate.count(":") != 7:
+        return False
+    try:
+        addr = ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return not (addr.is_loopback or addr.is_unspecified)
+
+
+def is_basic_credential(token: str) -> bool:
+    """ "Basic <base64 of user:password>"; plain prose after the word "basic" is left alone."""
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in raw
+
+
+def key_format_hint(text: str) -> bool:
+    return any(h in text for h in _KEY_FORMAT_HINTS)
