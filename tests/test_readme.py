@@ -1,0 +1,105 @@
+"""The README stays true: its configuration table is the settings model, its commands are CI's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import AliasChoices
+
+import fastapi_sentry
+from fastapi_sentry import SentrySettings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def _default(name: str) -> str:
+    field = SentrySettings.model_fields[name]
+    value = field.get_default(call_default_factory=True)
+    if name == "failed_request_status_codes":
+        return "500-599"
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) if value else "empty"
+    if value == "":
+        return "empty"
+    return str(value)
+
+
+def _variables(name: str) -> str:
+    field = SentrySettings.model_fields[name]
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        names = [str(choice) for choice in alias.choices if str(choice).isupper()]
+        return " / ".join(f"`{n}`" for n in names)
+    return f"`SENTRY_{name.upper()}`"
+
+
+def render_config_table() -> str:
+    lines = ["| Variable | Default | What it does |", "|---|---|---|"]
+    for name, field in SentrySettings.model_fields.items():
+        lines.append(f"| {_variables(name)} | `{_default(name)}` | {field.description} |")
+    return "\n".join(lines)
+
+
+def test_configuration_table_matches_the_settings_model() -> None:
+    text = README.read_text()
+    assert render_config_table() in text, (
+        "README's configuration table is out of date; regenerate it with "
+        "`python -c 'from tests.test_readme import render_config_table as r; print(r())'`"
+    )
+
+
+def test_every_setting_is_documented() -> None:
+    for name, field in SentrySettings.model_fields.items():
+        assert field.description, f"SentrySettings.{name} has no description"
+
+
+def test_first_screen_has_the_two_commands_and_ci_runs_the_test_one() -> None:
+    first_screen = "\n".join(README.read_text().splitlines()[:40])
+    assert "make demo" in first_screen
+    assert "make test" in first_screen
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == "make test"
+
+
+def test_quick_start_is_three_lines() -> None:
+    match = re.search(r"## Quick start\n+```python\n(.*?)```", README.read_text(), re.S)
+    assert match, "README has no Quick start code block"
+    code = [line for line in match.group(1).splitlines() if line.strip()]
+    assert len(code) == 3
+    assert "fastapi_sentry.install(app)" in match.group(1)
+
+
+def test_public_api_is_sorted_and_deliberate() -> None:
+    assert fastapi_sentry.__all__ == sorted(fastapi_sentry.__all__)
+    assert set(fastapi_sentry.__all__) == {
+        "ConfigError",
+        "FastApiSentryError",
+        "MissingExtraError",
+        "RequestIdLogFilter",
+        "SentrySettings",
+        "UserResolver",
+        "__version__",
+        "add_health_check",
+        "capture_exception",
+        "capture_message",
+        "get_request_id",
+        "install",
+        "install_celery",
+        "load_settings",
+        "operation",
+        "scrub_event",
+        "trace",
+        "track_business_event",
+        "track_external_api_error",
+        "track_slow_operation",
+        "user_from_jwt_claims",
+        "user_from_state",
+    }
+    for name in fastapi_sentry.__all__:
+        assert getattr(fastapi_sentry, name) is not None
