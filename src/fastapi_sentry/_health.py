@@ -151,7 +151,9 @@ async def run_check(check: HealthCheck) -> CheckResult:
             message = "still running from an earlier request (is it hung?)"
         except Exception as exc:
             message = f"raised {type(exc).__name__}"
-            logger.warning("Health check %r failed.", check.name, exc_info=True)
+            # The traceback only at DEBUG: a driver's message can carry the connection password.
+            logger.warning("Health check %r failed: %s.", check.name, message)
+            logger.debug("Health check %r failed.", check.name, exc_info=True)
         else:
             healthy = result is not False
             if not healthy:

@@ -1,0 +1,394 @@
+"""GET /health, /sentry/status and /sentry-debug, served by a real uvicorn on 127.0.0.1 after
+`install(app)`, with the events the SDK produced captured in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+import fastapi_sentry
+from fastapi_sentry import ConfigError, add_health_check, load_settings, operation
+from fastapi_sentry._endpoints import DEBUG_DISABLED_DETAIL, DEBUG_SENT_DETAIL, build_router
+from fastapi_sentry._helpers import CONTEXT_NAME
+from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
+
+KEY = "0123456789abcdef0123456789abcdef"
+DSN = f"http://{KEY}@127.0.0.1:9/77"  # never contacted: capture replaces the transport
+
+
+class Server:
+    """uvicorn serving `app` on a free 127.0.0.1 port in a thread, stopped on exit."""
+
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> httpx.Client:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start on 127.0.0.1 within 10 s")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture(autouse=True)
+def captured() -> Iterator[CapturedEnvelopes]:
+    """Every test here captures: nothing may try the real transport."""
+    with capture_envelopes() as sent:
+        yield sent
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Transactions are finished after the response is sent: poll, bounded."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within the time limit")
+        time.sleep(0.01)
+
+
+def active_app(**overrides: Any) -> FastAPI:
+    app = FastAPI(version="9.9.9")
+    options: dict[str, Any] = {"dsn": DSN, "release": "shop@1.2.3", "traces_sample_rate": 0.0}
+    options.update(overrides)
+    fastapi_sentry.install(app, **options)
+    return app
+
+
+# --- /health ----------------------------------------------------------------------------------
+
+
+def test_health_reports_each_check_and_the_built_in_sentry_check(
+    captured: CapturedEnvelopes,
+) -> None:
+    app = active_app()
+
+    async def database() -> bool:
+        return True
+
+    add_health_check(app, "database", database)
+    add_health_check(app, "redis", lambda: None, critical=False)
+    with Server(app) as client:
+        response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["version"] == "shop@1.2.3"
+    assert body["environment"] == "production"
+    assert set(body["checks"]) == {"database", "redis", "sentry"}
+    assert body["checks"]["sentry"] == {
+        "healthy": True,
+        "critical": False,
+        "duration_ms": body["checks"]["sentry"]["duration_ms"],
+        "message": "Sentry client active",
+    }
+    assert body["checks"]["database"]["critical"] is True
+    assert body["checks"]["redis"]["healthy"] is True
+    assert captured.events == []  # a health probe is not an error
+
+
+def test_failing_critical_check_is_unhealthy_503_without_leaking_the_message() -> None:
+    app = active_app()
+
+    def database() -> None:
+        raise ConnectionError("postgresql://app:s3cret-pw@db:5432/app refused")
+
+    add_health_check(app, "database", database)
+    with Server(app) as client:
+        response = client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unhealthy"
+    assert body["checks"]["database"]["healthy"] is False
+    assert body["checks"]["database"]["message"] == "raised ConnectionError"
+    assert "s3cret" not in response.text
+
+
+def test_failing_non_critical_check_is_degraded_200() -> None:
+    app = active_app()
+    add_health_check(app, "broker", lambda: False, critical=False)
+    add_health_check(app, "database", lambda: True)
+    with Server(app) as client:
+        response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["checks"]["broker"]["message"] == "returned False"
+
+
+def test_checks_run_concurrently_and_a_hung_one_times_out_once() -> None:
+    app = active_app()
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hung() -> None:
+        calls.append("hung")
+        release.wait(timeout=30)
+
+    def slow_sync() -> None:
+        time.sleep(0.4)
+
+    async def slow_async() -> None:
+        await asyncio.sleep(0.4)
+
+    add_health_check(app, "hung", hung, timeout=0.3)
+    add_health_check(app, "slow_sync", slow_sync)
+    add_health_check(app, "slow_async", slow_async)
+    try:
+        with Server(app) as client:
+            start = time.monotonic()
+            first = client.get("/health")
+            elapsed = time.monotonic() - start
+            second = client.get("/health")
+    finally:
+        release.set()  # let the abandoned worker thread finish
+    assert elapsed < 0.75, f"checks ran one after another ({elapsed:.2f} s)"
+    assert first.status_code == 503
+    checks = first.json()["checks"]
+    assert checks["hung"]["message"] == "timed out after 0.3 s"
+    assert checks["slow_sync"]["healthy"] is True
+    assert checks["slow_async"]["healthy"] is True
+    # the first call's thread is still blocked: no second thread is started for it
+    assert second.json()["checks"]["hung"]["message"].startswith("still running")
+    assert calls == ["hung"]
+
+
+def test_sentry_check_when_disabled_and_when_configured_but_not_initialised() -> None:
+    off = FastAPI()
+    fastapi_sentry.install(off)
+    broken = FastAPI()  # a DSN in the settings, but nobody initialised the SDK
+    broken.include_router(build_router(load_settings(dsn=DSN)))
+    with Server(off) as client:
+        disabled = client.get("/health").json()
+    with Server(broken) as client:
+        response = client.get("/health")
+    assert disabled["status"] == "healthy"
+    assert disabled["checks"]["sentry"]["message"] == "Sentry is disabled (SENTRY_DSN is not set)"
+    assert response.status_code == 200  # the Sentry check is never critical
+    assert response.json()["status"] == "degraded"
+    assert "not initialised" in response.json()["checks"]["sentry"]["message"]
+
+
+def test_add_health_check_rejects_bad_registrations() -> None:
+    app = FastAPI()
+    add_health_check(app, "db", lambda: True)
+    with pytest.raises(ConfigError, match="'db' is already registered"):
+        add_health_check(app, "db", lambda: True)
+    with pytest.raises(ConfigError, match="taken by the built-in Sentry check"):
+        add_health_check(app, "sentry", lambda: True)
+    with pytest.raises(ConfigError, match="not callable"):
+        add_health_check(app, "cache", "redis://localhost")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="timeout 0"):
+        add_health_check(app, "cache", lambda: True, timeout=0)
+    with pytest.raises(ConfigError, match="is empty"):
+        add_health_check(app, " ", lambda: True)
+    assert FastAPI().state._state.get("fastapi_sentry_health_checks") is None  # per app
+
+
+# --- /sentry/status ---------------------------------------------------------------------------
+
+
+def test_status_reports_the_live_configuration_and_never_the_key(
+    captured: CapturedEnvelopes,
+) -> None:
+    app = active_app(environment="staging", traces_sample_rate=0.25, error_sample_rate=0.5)
+    with Server(app) as client:
+        response = client.get("/sentry/status")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["enabled"] is True
+    assert body["environment"] == "staging"
+    assert body["release"] == "shop@1.2.3"
+    assert body["error_sample_rate"] == 0.5
+    assert body["dsn_host"] == "127.0.0.1:9"
+    assert body["project_id"] == "77"
+    assert {"fastapi", "starlette", "logging"} <= set(body["integrations"])
+    assert body["last_event_id"] is None
+    assert body["debug_endpoint"] is False
+    assert KEY not in response.text
+
+
+def test_status_and_health_when_disabled_never_import_sentry_sdk() -> None:
+    script = textwrap.dedent(
+        """
+        import sys, threading, time
+        import httpx, uvicorn
+        from fastapi import FastAPI
+        import fastapi_sentry
+
+        app = FastAPI()
+        fastapi_sentry.install(app)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            status = client.get("/sentry/status").json()
+            health = client.get("/health")
+            debug = client.get("/sentry-debug")
+        server.should_exit = True
+        thread.join(10)
+        assert status["enabled"] is False and status["integrations"] == [], status
+        assert health.status_code == 200 and health.json()["status"] == "healthy"
+        assert debug.status_code == 404
+        assert "sentry_sdk" not in sys.modules, "the disabled endpoints imported sentry_sdk"
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# --- /sentry-debug ----------------------------------------------------------------------------
+
+
+def test_debug_endpoint_reports_once_and_returns_the_event_id(
+    captured: CapturedEnvelopes,
+) -> None:
+    app = active_app(environment="development")
+    with Server(app) as client:
+        response = client.get("/sentry-debug")
+        status = client.get("/sentry/status").json()
+    assert response.status_code == 500
+    body = response.json()
+    assert body["detail"] == DEBUG_SENT_DETAIL
+    (event,) = captured.errors  # exactly one: the integration did not report it again
+    assert body["event_id"] == event["event_id"]
+    assert event["exception"]["values"][-1]["type"] == "SentryDebugError"
+    assert event["transaction"] == "/sentry-debug"
+    assert event["tags"]["endpoint"] == "GET /sentry-debug"
+    assert status["last_event_id"] == event["event_id"]
+    assert status["debug_endpoint"] is True
+
+
+def test_debug_endpoint_is_404_in_production() -> None:
+    app = active_app(environment="production", debug=False)
+    with Server(app) as client:
+        assert client.get("/sentry-debug").status_code == 404
+
+
+def test_debug_endpoint_opens_with_the_debug_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEBUG", "true")
+    app = FastAPI()
+    fastapi_sentry.install(app)  # Sentry off: the endpoint says so instead of an event id
+    with Server(app) as client:
+        response = client.get("/sentry-debug")
+    assert response.status_code == 500
+    assert response.json() == {"detail": DEBUG_DISABLED_DETAIL, "event_id": None}
+
+
+def test_endpoints_follow_the_prefix_and_can_be_turned_off() -> None:
+    prefixed = active_app(endpoints_prefix="/ops")
+    bare = FastAPI()
+    fastapi_sentry.install(bare, mount_endpoints=False)
+    with Server(prefixed) as client:
+        assert client.get("/ops/health").status_code == 200
+        assert client.get("/ops/sentry/status").status_code == 200
+        assert client.get("/health").status_code == 404
+    with Server(bare) as client:
+        assert client.get("/health").status_code == 404
+        assert client.get("/sentry/status").status_code == 404
+
+
+# --- helpers inside real requests -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_operation_error_in_an_endpoint_is_reported_once(
+    captured: CapturedEnvelopes, kind: str
+) -> None:
+    app = active_app(traces_sample_rate=1.0)
+
+    # A sync endpoint runs in a worker thread with a copied context, where the SDK's own
+    # dedupe cannot see that `operation` already reported the error.
+    if kind == "sync":
+
+        @app.get("/charge")
+        def charge_sync() -> None:
+            with operation("Billing.charge", invoice=5):
+                raise RuntimeError("card declined")
+
+    else:
+
+        @app.get("/charge")
+        async def charge_async() -> None:
+            with operation("Billing.charge", invoice=5):
+                raise RuntimeError("card declined")
+
+    with Server(app) as client:
+        assert client.get("/charge").status_code == 500
+        wait_for(lambda: len(captured.transactions) == 1)
+    (event,) = captured.errors
+    assert event["contexts"]["operation"]["invoice"] == 5
+    assert event["transaction"] == "/charge"
+    (transaction,) = captured.transactions
+    assert [s["description"] for s in transaction["spans"] if s["op"] == "function"] == [
+        "Billing.charge"
+    ]
+
+
+def test_capture_exception_context_stays_on_its_event_within_a_request(
+    captured: CapturedEnvelopes,
+) -> None:
+    app = active_app()
+
+    @app.get("/two")
+    async def two() -> dict[str, str]:
+        fastapi_sentry.capture_exception(ValueError("first"), order_id=1)
+        fastapi_sentry.capture_message("second")
+        return {"ok": "yes"}
+
+    with Server(app) as client:
+        assert client.get("/two").status_code == 200
+    first, second = captured.events
+    assert first["contexts"][CONTEXT_NAME] == {"order_id": 1}
+    assert CONTEXT_NAME not in second["contexts"]
+    assert first["tags"]["request_id"] == second["tags"]["request_id"]  # same request scope
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs before_send to end with _helpers.remember_sent_event (asked of the lead)",
+)
+def test_status_last_event_id_includes_errors_the_integration_reported(
+    captured: CapturedEnvelopes,
+) -> None:
+    app = active_app()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("unhandled")
+
+    with Server(app) as client:
+        assert client.get("/boom").status_code == 500
+        status = client.get("/sentry/status").json()
+    (event,) = captured.errors
+    assert status["last_event_id"] == event["event_id"]
