@@ -68,6 +68,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
     from sentry_sdk.integrations.starlette import StarletteIntegration
 
     from fastapi_sentry._filters import ExpectedErrorFilter, make_traces_sampler
+    from fastapi_sentry._helpers import remember_sent_event
     from fastapi_sentry._scrubbing import Scrubber
 
     failed = set(settings.failed_request_status_codes)
@@ -85,7 +86,9 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
 
     def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
         kept = expected(event, hint)
-        return None if kept is None else _dict(scrubber.scrub_event(kept))
+        if kept is None:
+            return None
+        return _dict(remember_sent_event(scrubber.scrub_event(kept), hint))
 
     def before_send_transaction(
         event: dict[str, Any], hint: dict[str, Any]
