@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -22,6 +20,7 @@ from fastapi_sentry import ConfigError, add_health_check, load_settings, operati
 from fastapi_sentry._endpoints import DEBUG_DISABLED_DETAIL, DEBUG_SENT_DETAIL, build_router
 from fastapi_sentry._helpers import CONTEXT_NAME
 from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
+from tests.test_helpers import run_python_ok
 
 KEY = "0123456789abcdef0123456789abcdef"
 DSN = f"http://{KEY}@127.0.0.1:9/77"  # never contacted: capture replaces the transport
@@ -260,11 +259,7 @@ def test_status_and_health_when_disabled_never_import_sentry_sdk() -> None:
         print("ok")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    run_python_ok(script)
 
 
 # --- /sentry-debug ----------------------------------------------------------------------------

@@ -83,11 +83,19 @@ def crumbs(event: dict[str, Any], category: str) -> list[dict[str, Any]]:
     return [c for c in values if c.get("category") == category]
 
 
+def run_python_ok(script: str) -> None:
+    """Run `script` in a fresh interpreter (this one imported sentry_sdk long ago); it prints ok."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 # --- off means free ---------------------------------------------------------------------------
 
 
 def test_disabled_helpers_do_nothing_and_never_import_sentry_sdk() -> None:
-    # A fresh interpreter: this one imported sentry_sdk long ago.
     script = textwrap.dedent(
         """
         import asyncio, sys
@@ -121,11 +129,7 @@ def test_disabled_helpers_do_nothing_and_never_import_sentry_sdk() -> None:
         print("ok")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    run_python_ok(script)
 
 
 def test_before_install_helpers_are_noops_without_errors(loud_guard: SwallowedLog) -> None:
