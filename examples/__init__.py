@@ -1,0 +1,1 @@
+"""Reference services for fastapi-sentry; run them from the repository root."""
