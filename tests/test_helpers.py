@@ -11,11 +11,14 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 import sentry_sdk
+from sentry_sdk.integrations.celery import CeleryIntegration
 
 from fastapi_sentry import _helpers
 from fastapi_sentry._helpers import (
@@ -519,3 +522,60 @@ def test_operation_does_not_report_cancellation(sent: CapturedEnvelopes) -> None
 
     asyncio.run(main())
     assert sent.events == []
+
+
+# --- inside a Celery task ---------------------------------------------------------------------
+
+
+@pytest.mark.services
+def test_helpers_inside_a_celery_task_on_a_real_worker(
+    sent: CapturedEnvelopes, redis_url: str
+) -> None:
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+
+    queue = f"fastapi-sentry-helpers-{uuid.uuid4().hex}"
+    app = Celery("helpers_test", broker=redis_url, set_as_current=False)
+    app.conf.update(task_default_queue=queue, worker_hijack_root_logger=False)
+    # The integration hooks the worker's tracer: it must be set up before the worker starts.
+    sentry_sdk.init(
+        dsn=DSN,
+        traces_sample_rate=1.0,
+        before_send=remember_sent_event,
+        integrations=[CeleryIntegration()],
+    )
+
+    @app.task(name="audit.scan")
+    def scan(audit_id: str) -> None:
+        track_business_event("scan.started", audit_id=audit_id)
+        try:
+            int("not a number")
+        except ValueError:
+            capture_exception(audit_id=audit_id, step="parse")
+        with operation("Scanner.fetch", audit_id=audit_id):
+            raise ConnectionError("site unreachable")
+
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            scan.delay("a-1")
+            wait_for_events(sent, errors=2, timeout=20)
+            time.sleep(0.3)  # a third (duplicate) report would arrive now
+    finally:
+        with redis.Redis.from_url(redis_url) as client:
+            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    handled, failed = sent.errors
+    assert handled["contexts"][CONTEXT_NAME] == {"audit_id": "a-1", "step": "parse"}
+    assert handled["exception"]["values"][-1]["type"] == "ValueError"
+    assert failed["exception"]["values"][-1]["type"] == "ConnectionError"
+    assert failed["contexts"]["operation"]["audit_id"] == "a-1"
+    assert failed["transaction"] == "audit.scan"  # inside the integration's task transaction
+    assert [c["message"] for c in crumbs(failed, "business")] == ["scan.started"]
+    assert len(sent.errors) == 2  # the integration's own report of the task failure was dropped
+
+
+def wait_for_events(sent: CapturedEnvelopes, *, errors: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(sent.errors) < errors:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(sent.errors)} of {errors} error events within {timeout} s")
+        time.sleep(0.05)
