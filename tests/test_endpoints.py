@@ -221,6 +221,8 @@ def test_status_reports_the_live_configuration_and_never_the_key(
     assert body["environment"] == "staging"
     assert body["release"] == "shop@1.2.3"
     assert body["error_sample_rate"] == 0.5
+    assert body["traces_sample_rate"] == 0.25
+    assert body["profiles_sample_rate"] == 0.5  # unset: the staging default
     assert body["dsn_host"] == "127.0.0.1:9"
     assert body["project_id"] == "77"
     assert {"fastapi", "starlette", "logging"} <= set(body["integrations"])

@@ -91,8 +91,10 @@ def status_report(settings: SentrySettings) -> dict[str, Any]:
             "environment": options.get("environment"),
             "release": options.get("release"),
             "error_sample_rate": options.get("sample_rate"),
-            "traces_sample_rate": options.get("traces_sample_rate"),
-            "profiles_sample_rate": options.get("profiles_sample_rate"),
+            "traces_sample_rate": _traces_rate(options, settings),
+            "profiles_sample_rate": options.get("profiles_sample_rate")
+            or options.get("profile_session_sample_rate")
+            or 0.0,
             "integrations": sorted(getattr(client, "integrations", {}) or {}),
             "dsn_host": dsn["host"],
             "project_id": dsn["project_id"],
@@ -113,3 +115,13 @@ def status_report(settings: SentrySettings) -> dict[str, Any]:
         "last_event_id": None,
         "debug_endpoint": settings.debug_endpoint_enabled,
     }
+
+
+def _traces_rate(options: dict[str, Any], settings: SentrySettings) -> float:
+    """`install` traces through a sampler (to skip health probes), so the rate is the settings'."""
+    rate = options.get("traces_sample_rate")
+    if rate is not None:
+        return float(rate)
+    if options.get("traces_sampler") is not None:
+        return settings.effective_traces_sample_rate
+    return 0.0
