@@ -49,7 +49,11 @@ class JSONResponse(Response):
 
 
 def error_response(error: InboxError) -> JSONResponse:
-    return JSONResponse(error.to_json(), status_code=error.status_code)
+    # Close the connection: the rest of a refused body is never read, and must not be parsed as
+    # the next request either.
+    return JSONResponse(
+        error.to_json(), status_code=error.status_code, headers={"Connection": "close"}
+    )
 
 
 def _int_id(value: str, what: str) -> int:
