@@ -95,6 +95,10 @@ class DeliveryLog:
         self._outcomes: dict[str, Delivery] = {}
         self._cond = threading.Condition()
 
+    def start(self) -> None:
+        """Measure from now: SDK start-up is not part of the delivery time."""
+        self._started = time.monotonic()
+
     def record(self, envelope: Envelope | None, status: int | None, reason: str) -> None:
         event_id = envelope.headers.get("event_id") if envelope is not None else None
         if not event_id:
@@ -200,7 +204,10 @@ def _get_json(url: str) -> Any:
 
 
 def _inbox_link(dsn: str, event_id: str) -> str | None:
-    """The inbox page showing the event, when the DSN points at a fastapi-sentry inbox."""
+    """The inbox page showing the event, when the DSN points at a fastapi-sentry inbox.
+
+    An inbox with a token cannot be read without it, so it gets its home page and a reminder.
+    """
     parts = urlsplit(dsn)
     if parts.scheme != "http":  # the inbox serves plain HTTP only
         return None
@@ -216,7 +223,11 @@ def _inbox_link(dsn: str, event_id: str) -> str | None:
         ):
             return None
         events = _get_json(f"{base}/api/0/projects/{project_id}/events/?limit=50")
-    except (OSError, ValueError):  # not an inbox, or one that wants its token
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401 and b"inbox" in exc.read(2000):
+            return f"{base}/?project={project_id} (with the token the inbox printed)"
+        return None
+    except (OSError, ValueError):  # not an inbox
         return None
     for event in events if isinstance(events, list) else []:
         if isinstance(event, dict) and event.get("eventID") == event_id and event.get("groupID"):
@@ -257,6 +268,7 @@ def _check(args: argparse.Namespace) -> int:
     log = DeliveryLog(urlsplit(dsn).username or "")
     # Same options as install(); the test event alone is exempt from error sampling.
     init_sdk(settings, transport=_observing_transport(log), sample_rate=1.0)
+    log.start()
     event_id = sentry_sdk.capture_message(CHECK_MESSAGE, level="info", tags={CHECK_TAG: "true"})
     if event_id is None:
         _close_client(0)
