@@ -38,6 +38,10 @@ class EverySecond(schedule):  # type: ignore[misc]
         elapsed = (self.now() - self.maybe_make_aware(last_run_at)).total_seconds()
         return (elapsed >= 1.0, max(0.1, 1.0 - elapsed))
 
+    def __reduce__(self) -> tuple[type[EverySecond], tuple[()]]:
+        # beat pickles its schedule into the shelve file
+        return (self.__class__, ())
+
 
 app = Celery("celery_app_for_tests", broker=BROKER_URL)
 app.conf.update(

@@ -157,7 +157,9 @@ class _CeleryHooks:
             scope.set_tag(TAG_RETRIES, str(retries))
             for attempt, (when, reason) in enumerate(_retry_history(request), start=1):
                 crumb = _retry_breadcrumb(task.name, attempt, reason, request)
-                crumb["timestamp"] = datetime.fromtimestamp(when, timezone.utc)
+                # ISO text, which the SDK parses back: a datetime would not survive every
+                # before_breadcrumb hook
+                crumb["timestamp"] = datetime.fromtimestamp(when, timezone.utc).isoformat()
                 scope.add_breadcrumb(crumb)
 
     def on_task_retry(
