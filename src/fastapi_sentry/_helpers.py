@@ -548,12 +548,14 @@ class Operation:
 
 @contextlib.contextmanager
 def operation(name: str, *, threshold_ms: float = 2000, **context: object) -> Iterator[Operation]:
-    """Give a block (a service method, a job step) timing, a span, a breadcrumb and error capture.
+    """Give a block (a service method, a job step) timing, a breadcrumb and error capture.
 
-    On success: a `service` breadcrumb with the duration, and a `track_slow_operation` warning when
+    Inside a transaction (a request, a task) it is also a child span; it never starts one. On
+    success: a `service` breadcrumb with the duration, and a `track_slow_operation` warning when
     it took longer than `threshold_ms`. On an exception: it is reported once, with an `operation`
-    context, then re-raised unchanged (the framework will not report it a second time). This is
-    seed 002's `EnhancedBaseService` without the base class.
+    context, then re-raised unchanged (the framework will not report it a second time).
+    Cancellation and exit are re-raised without a report. This is seed 002's
+    `EnhancedBaseService` without the base class.
     """
     op = Operation(_text(name), dict(context))
     sdk = _sdk()
