@@ -15,7 +15,7 @@ from typing import Any
 
 import sentry_sdk
 from celery import Celery, Task
-from celery.schedules import schedule
+from celery.schedules import schedstate, schedule
 
 from fastapi_sentry.celery import install_celery
 
@@ -25,7 +25,7 @@ QUEUE = os.environ.get("FASTAPI_SENTRY_TEST_QUEUE", "fastapi-sentry-tests")
 MARKS = os.environ.get("FASTAPI_SENTRY_TEST_MARKS", "")
 
 
-class EverySecond(schedule):  # type: ignore[misc]
+class EverySecond(schedule):
     """Declares a one-minute interval (what Sentry Crons accepts) but is due every second.
 
     sentry-sdk ignores beat entries with intervals under a minute; a test cannot wait minutes.
@@ -34,9 +34,9 @@ class EverySecond(schedule):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__(run_every=timedelta(minutes=1))
 
-    def is_due(self, last_run_at: datetime) -> tuple[bool, float]:
+    def is_due(self, last_run_at: datetime) -> schedstate:
         elapsed = (self.now() - self.maybe_make_aware(last_run_at)).total_seconds()
-        return (elapsed >= 1.0, max(0.1, 1.0 - elapsed))
+        return schedstate(elapsed >= 1.0, max(0.1, 1.0 - elapsed))
 
     def __reduce__(self) -> tuple[type[EverySecond], tuple[()]]:
         # beat pickles its schedule into the shelve file
@@ -64,7 +64,7 @@ def mark(name: str) -> None:
 
 
 @app.task(name="tests.retry_then_fail", bind=True, max_retries=2, default_retry_delay=0)
-def retry_then_fail(self: Task, label: str) -> None:
+def retry_then_fail(self: Task[Any, Any], label: str) -> None:
     try:
         raise ValueError(f"flaky {label} attempt {self.request.retries}")
     except ValueError as exc:

@@ -100,17 +100,28 @@ class _CeleryHooks:
         self.app = celery_app
         self.settings = settings
 
-    def connect(self) -> None:
+    def _receivers(self) -> list[tuple[Any, Any]]:
         from celery import signals
 
-        # weak=False: bound methods would otherwise be collected with nothing else holding them
-        signals.celeryd_init.connect(self.on_worker_init, weak=False)
-        signals.beat_init.connect(self.on_beat_init, weak=False)
-        signals.task_prerun.connect(self.on_task_prerun, weak=False)
-        signals.task_retry.connect(self.on_task_retry, weak=False)
-        signals.before_task_publish.connect(self.on_before_publish, weak=False)
-        signals.worker_shutdown.connect(self.on_shutdown, weak=False)
-        signals.worker_process_shutdown.connect(self.on_shutdown, weak=False)
+        return [
+            (signals.celeryd_init, self.on_worker_init),
+            (signals.beat_init, self.on_beat_init),
+            (signals.task_prerun, self.on_task_prerun),
+            (signals.task_retry, self.on_task_retry),
+            (signals.before_task_publish, self.on_before_publish),
+            (signals.worker_shutdown, self.on_shutdown),
+            (signals.worker_process_shutdown, self.on_shutdown),
+        ]
+
+    def connect(self) -> None:
+        for signal, receiver in self._receivers():
+            # weak=False: nothing else holds these bound methods
+            signal.connect(receiver, weak=False)
+
+    def disconnect(self) -> None:
+        """Undo `connect` (tests create many apps in one process)."""
+        for signal, receiver in self._receivers():
+            signal.disconnect(receiver)
 
     # --- initialisation ---------------------------------------------------------------------
 
@@ -145,7 +156,7 @@ class _CeleryHooks:
         self, sender: Any = None, task_id: Any = None, task: Any = None, **_: Any
     ) -> None:
         sentry_sdk = _active_sdk()
-        if sentry_sdk is None or task is None:
+        if sentry_sdk is None or getattr(task, "app", None) is not self.app:
             return
         with sentry_sdk.utils.capture_internal_exceptions():
             request = task.request
@@ -155,7 +166,7 @@ class _CeleryHooks:
             scope.set_tag(TAG_TASK_NAME, task.name)
             scope.set_tag(TAG_TASK_ID, str(task_id or request.id))
             scope.set_tag(TAG_RETRIES, str(retries))
-            for attempt, (when, reason) in enumerate(_retry_history(request), start=1):
+            for attempt, when, reason in _retry_history(request):
                 crumb = _retry_breadcrumb(task.name, attempt, reason, request)
                 # ISO text, which the SDK parses back: a datetime would not survive every
                 # before_breadcrumb hook
@@ -166,7 +177,7 @@ class _CeleryHooks:
         self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
     ) -> None:
         sentry_sdk = _active_sdk()
-        if sentry_sdk is None or sender is None:
+        if sentry_sdk is None or getattr(sender, "app", None) is not self.app:
             return
         with sentry_sdk.utils.capture_internal_exceptions():
             retries = int(getattr(request, "retries", 0) or 0)
@@ -190,7 +201,8 @@ class _CeleryHooks:
             if headers.get("id") != request.id or int(headers.get("retries") or 0) <= retries:
                 return
             # Task.retry publishes from inside the except block that handles the failure
-            history = [*_retry_history(request), (time.time(), _describe(sys.exc_info()[1]))]
+            earlier = [(when, reason) for _, when, reason in _retry_history(request)]
+            history = [*earlier, (time.time(), _describe(sys.exc_info()[1]))]
             headers[RETRY_HISTORY_HEADER] = history[-MAX_RETRY_HISTORY:]
 
 
@@ -202,19 +214,27 @@ def _active_sdk() -> Any:
     return sentry_sdk
 
 
-def _retry_history(request: Any) -> list[tuple[float, str]]:
-    """(time, reason) of the earlier attempts, from the header; malformed entries are skipped."""
+def _retry_history(request: Any) -> list[tuple[int, float, str]]:
+    """(attempt, time, reason) of the earlier attempts, from the header.
+
+    The header comes from the broker: malformed entries are skipped, never trusted. The last
+    entry is always the attempt just before this one, so numbers count back from `retries`.
+    """
     value = getattr(request, RETRY_HISTORY_HEADER, None)
     if value is None:
         headers = getattr(request, "headers", None) or {}
         value = headers.get(RETRY_HISTORY_HEADER)
     if not isinstance(value, (list, tuple)):
         return []
+    kept = value[-MAX_RETRY_HISTORY:]
+    first = max(int(getattr(request, "retries", 0) or 0), len(kept)) - len(kept) + 1
     history = []
-    for item in value[-MAX_RETRY_HISTORY:]:
+    for attempt, item in enumerate(kept, start=first):
         if isinstance(item, (list, tuple)) and len(item) == 2:
-            with contextlib.suppress(TypeError, ValueError):
-                history.append((float(item[0]), str(item[1])[:MAX_REASON_LENGTH]))
+            with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
+                when = float(item[0])
+                datetime.fromtimestamp(when, timezone.utc)  # rejects nan and absurd times
+                history.append((attempt, when, str(item[1])[:MAX_REASON_LENGTH]))
     return history
 
 
