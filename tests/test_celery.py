@@ -277,3 +277,38 @@ def test_earlier_attempts_become_breadcrumbs_of_the_final_failure(
     assert crumbs[0]["timestamp"].startswith(
         time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + 4))
     )
+
+
+@pytest.mark.parametrize("style", ["autoretry_for", "self.retry"])
+def test_an_eager_task_that_keeps_failing_is_reported_once(
+    make_app: Callable[[], Celery], sentry_receiver: Receiver, style: str
+) -> None:
+    # task_always_eager (a demo without a broker) runs retries nested in the caller
+    app = make_app()
+    app.conf.task_always_eager = True
+    install_celery(app, dsn=sentry_receiver.dsn)
+    _start_worker(app)
+
+    if style == "autoretry_for":
+
+        @app.task(name="unit.eager", autoretry_for=(ValueError,), max_retries=2)
+        def eager() -> None:
+            raise ValueError("eager failure")
+
+    else:
+
+        @app.task(name="unit.eager", bind=True, max_retries=2)
+        def eager(self: Any) -> None:
+            try:
+                raise ValueError("eager failure")
+            except ValueError as exc:
+                raise self.retry(exc=exc, countdown=0) from exc
+
+    result = eager.delay()
+    assert isinstance(result.result, ValueError)
+    sentry_sdk.flush(5)
+    time.sleep(0.3)  # a second event would be sent right behind the first
+
+    (event,) = _wait_events(sentry_receiver, 1)
+    assert event["tags"][TAG_TASK_NAME] == "unit.eager"
+    assert event["tags"][TAG_RETRIES] == "2"
