@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 import sentry_sdk
+import sentry_sdk.utils
 from sentry_sdk.integrations.celery import CeleryIntegration
 
 from fastapi_sentry import _helpers
@@ -262,6 +263,59 @@ def test_misuse_never_raises_and_the_event_still_arrives(
     assert depth <= _helpers.MAX_DEPTH
     assert event["level"] == "error"  # the bad level was ignored, not fatal
     assert any("ignored level 'loud'" in r.getMessage() for r in loud_guard.records)
+
+
+def test_helpers_near_the_recursion_limit_never_raise(
+    sent: CapturedEnvelopes, loud_guard: SwallowedLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK hits the limit too and swallows it: expected here, anything else stays loud.
+    record = sentry_sdk.utils.capture_internal_exception
+
+    def allow_recursion_errors(exc_info: Any) -> None:
+        if not isinstance(exc_info[1], RecursionError):
+            record(exc_info)
+
+    monkeypatch.setattr(sentry_sdk.utils, "capture_internal_exception", allow_recursion_errors)
+
+    @trace
+    def traced() -> str:
+        return "ran"
+
+    escaped: list[tuple[int, BaseException]] = []
+    ran: list[int] = []
+
+    def at_depth(frames_left: int) -> None:
+        # Called with `frames_left` frames to spare before the recursion limit.
+        try:
+            capture_message("deep", depth=frames_left)
+            track_business_event("deep")
+            with operation("deep.op"):
+                pass
+            if traced() == "ran":
+                ran.append(frames_left)
+        except BaseException as exc:
+            escaped.append((frames_left, exc))
+
+    def dive(n: int, frames_left: int) -> None:
+        if n == 0:
+            at_depth(frames_left)
+        else:
+            dive(n - 1, frames_left)
+
+    def room(n: int = 0) -> int:
+        """How many more frames fit below this one."""
+        try:
+            return room(n + 1)
+        except RecursionError:
+            return n
+
+    free = room()
+    for frames_left in range(5, 120, 2):  # below 5, any call of two frames fails anyway
+        dive(free - frames_left, frames_left)
+    assert [(n, repr(e)) for n, e in escaped] == []
+    assert ran  # the traced function itself ran wherever a call still could
+    assert len(sent.messages) > 10  # and the events were sent wherever they still could be
+    loud_guard.records.clear()  # the swallowed RecursionErrors are the point of this test
 
 
 def test_a_non_exception_passed_as_exception_becomes_a_message(sent: CapturedEnvelopes) -> None:

@@ -6,7 +6,8 @@ Three rules hold for every helper here:
   initialised it, so each helper returns at once (a dict lookup); the same when it is imported but
   has no active client (called before `install`, or with Sentry disabled).
 * **Never raises into the caller.** Each step runs inside `_guard`, which logs a warning with the
-  traceback and carries on, so a bad tag or context value costs that value, not the event.
+  traceback and carries on, so a bad tag or context value costs that value, not the event; each
+  public helper is wrapped once more (`_never_raises`) for what even that cannot catch.
   (A warning, not an error: with the logging integration on, an error log would become an event.)
 * **Nothing leaks.** Tags, levels and contexts are set on a `sentry_sdk.new_scope()` fork, so they
   land on that one event only; breadcrumbs go to the isolation scope on purpose (that is their job).
@@ -79,13 +80,45 @@ def _sdk() -> ModuleType | None:
     return sdk
 
 
+def _swallowed(what: str) -> None:
+    """Log the exception being handled as a warning, with its traceback."""
+    logger.warning("fastapi_sentry could not %s; carrying on without it.", what, exc_info=True)
+
+
 @contextlib.contextmanager
 def _guard(what: str) -> Iterator[None]:
     """Run a step that must never break the caller: log a warning with the traceback instead."""
     try:
         yield
     except Exception:
-        logger.warning("fastapi_sentry could not %s; carrying on without it.", what, exc_info=True)
+        try:
+            _swallowed(what)
+        except Exception:  # logging failed too (at the recursion limit): stay silent
+            return
+
+
+T = TypeVar("T")
+
+
+def _never_raises(func: Callable[P, T]) -> Callable[P, T | None]:
+    """The outermost guard of each public helper: whatever goes wrong inside, return None.
+
+    Plain try/except rather than `_guard`: near the recursion limit even entering a context
+    manager can fail, and the caller must still not see it.
+    """
+
+    @functools.wraps(func)
+    def safe(*args: P.args, **kwargs: P.kwargs) -> T | None:
+        try:
+            return func(*args, **kwargs)
+        except Exception:
+            try:
+                _swallowed(f"finish {func.__name__}()")
+            except Exception:  # logging failed too (at the recursion limit): stay silent
+                return None
+            return None
+
+    return safe
 
 
 def _text(value: object) -> str:
@@ -143,9 +176,11 @@ def remember_sent_event(event: Any, hint: Any) -> Any:
     own `last_event_id()` on the isolation scope, which is per request, so a status request could
     never see another request's event; this record is process-wide.
     """
-    with _guard("record the last event id"):
+    try:
         if isinstance(event, Mapping):
             _remember(event.get("event_id"))
+    except Exception:  # a before_send link must hand the event on, whatever happens here
+        return event
     return event
 
 
@@ -160,13 +195,14 @@ def _drop_already_captured(event: Any, hint: Any) -> Any:
     The SDK's DedupeIntegration does this with a context variable, which a threadpool endpoint
     (a copied context) does not share with the middleware that captures the re-raised error.
     """
-    with _guard("check for a duplicate exception"):
+    try:
         exc_info = hint.get("exc_info") if isinstance(hint, Mapping) else None
         exc = exc_info[1] if exc_info else None
-        if exc is not None and getattr(exc, CAPTURED_MARK, False):
-            original = getattr(exc, CAPTURED_MARK)
-            if original != event.get("event_id"):
-                return None
+        original = getattr(exc, CAPTURED_MARK, None) if exc is not None else None
+        if original is not None and original != event.get("event_id"):
+            return None
+    except Exception:  # when in doubt, send
+        return event
     return event
 
 
@@ -244,6 +280,7 @@ def _context(values: Mapping[str, object]) -> dict[str, Mapping[str, object]]:
 # --- capture --------------------------------------------------------------------------------
 
 
+@_never_raises
 def capture_exception(
     exc: BaseException | None = None,
     *,
@@ -276,6 +313,7 @@ def capture_exception(
     return _send(sdk, exc=current, level=level, tags=tags, contexts=_context(context))
 
 
+@_never_raises
 def capture_message(
     message: str,
     level: Level = "info",
@@ -293,21 +331,24 @@ def capture_message(
 # --- tracing --------------------------------------------------------------------------------
 
 
-def _start_span(op: str, name: str) -> Span | None:
-    """A child span of the active span, or a new transaction when none is active."""
+@_never_raises
+def _start_span(op: str, name: str, *, transaction: bool = True) -> Span | None:
+    """A child span of the active span; with none active, a new transaction (or nothing)."""
     sdk = _sdk()
     if sdk is None:
         return None
-    span: Span | None = None
-    with _guard(f"start a span for {name!r}"):
-        if sdk.get_current_span() is None:
-            span = sdk.start_transaction(op=op, name=name, source="custom")
-        else:
-            span = sdk.start_span(op=op, name=name)
-        span.__enter__()
+    span: Span
+    if sdk.get_current_span() is not None:
+        span = sdk.start_span(op=op, name=name)
+    elif transaction:
+        span = sdk.start_transaction(op=op, name=name, source="custom")
+    else:
+        return None
+    span.__enter__()
     return span
 
 
+@_never_raises
 def _finish_span(
     span: Span | None,
     exc_type: type[BaseException] | None = None,
@@ -315,8 +356,7 @@ def _finish_span(
     tb: TracebackType | None = None,
 ) -> None:
     if span is not None:
-        with _guard("finish a span"):
-            span.__exit__(exc_type, exc, tb)
+        span.__exit__(exc_type, exc, tb)
 
 
 class Trace:
@@ -425,6 +465,7 @@ def _breadcrumb(message: str, category: str, data: Mapping[str, object], level: 
         )
 
 
+@_never_raises
 def track_business_event(name: str, **properties: object) -> None:
     """Record a business step (order placed, credits spent) as a breadcrumb, not an event.
 
@@ -468,6 +509,7 @@ def _slow(
     )
 
 
+@_never_raises
 def track_slow_operation(
     operation: str, duration_ms: float, threshold_ms: float = 1000
 ) -> str | None:
@@ -498,6 +540,7 @@ def _safe_endpoint(endpoint: str) -> str:
         return endpoint.split("?", 1)[0]
 
 
+@_never_raises
 def track_external_api_error(
     service: str, endpoint: str, status_code: int, response_time_ms: float
 ) -> str | None:
@@ -558,32 +601,17 @@ def operation(name: str, *, threshold_ms: float = 2000, **context: object) -> It
     `EnhancedBaseService` without the base class.
     """
     op = Operation(_text(name), dict(context))
-    sdk = _sdk()
-    span: Span | None = None
-    if sdk is not None:
-        with _guard(f"start a span for {op.name!r}"):
-            if sdk.get_current_span() is not None:
-                span = sdk.start_span(op="function", name=op.name)
-                span.__enter__()
+    span = _start_span("function", op.name, transaction=False)
     start = time.perf_counter()
     try:
         yield op
     except Exception as error:
         op.duration_ms = (time.perf_counter() - start) * 1000
-        if sdk is not None:
-            _send(
-                sdk,
-                exc=error,
-                tags={"operation": op.name},
-                contexts={
-                    "operation": {
-                        "name": op.name,
-                        "duration_ms": round(op.duration_ms, 3),
-                        **op.context,
-                    }
-                },
-            )
-        _finish_span(span, type(error), error, error.__traceback__)
+        try:
+            _operation_failed(op, error)
+            _finish_span(span, type(error), error, error.__traceback__)
+        except Exception:  # noqa: S110  # at the recursion limit: lose the report, not the error
+            pass
         raise
     except BaseException as error:  # cancellation, exit: not an error worth reporting
         op.duration_ms = (time.perf_counter() - start) * 1000
@@ -591,7 +619,31 @@ def operation(name: str, *, threshold_ms: float = 2000, **context: object) -> It
         raise
     op.duration_ms = (time.perf_counter() - start) * 1000
     _finish_span(span)
-    if sdk is None:
+    _operation_done(op, threshold_ms)
+
+
+@_never_raises
+def _operation_failed(op: Operation, error: Exception) -> None:
+    sdk = _sdk()
+    if sdk is not None:
+        _send(
+            sdk,
+            exc=error,
+            tags={"operation": op.name},
+            contexts={
+                "operation": {
+                    "name": op.name,
+                    "duration_ms": round(op.duration_ms or 0.0, 3),
+                    **op.context,
+                }
+            },
+        )
+
+
+@_never_raises
+def _operation_done(op: Operation, threshold_ms: float) -> None:
+    sdk = _sdk()
+    if sdk is None or op.duration_ms is None:
         return
     _breadcrumb(
         f"{op.name} completed",
