@@ -79,16 +79,20 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
         process.stdout.close()
 
 
-def test_demo_drives_every_scenario_and_prints_the_issues() -> None:
-    result = subprocess.run(
+def _run_demo_to_the_end(cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [*DEMO, "--no-wait"],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=child_env({}),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_demo_drives_every_scenario_and_prints_the_issues() -> None:
+    result = _run_demo_to_the_end(REPO_ROOT)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "[8/8]" in out
@@ -116,15 +120,7 @@ def test_demo_drives_every_scenario_and_prints_the_issues() -> None:
 
 
 def test_demo_outside_a_checkout_says_where_to_run_it(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*DEMO, "--no-wait"],
-        cwd=tmp_path,
-        env=child_env({}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_demo_to_the_end(tmp_path)
     assert result.returncode == 2
     assert "run `fastapi-sentry demo` from the repository root" in result.stderr
 
