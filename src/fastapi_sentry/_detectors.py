@@ -155,6 +155,24 @@ BENIGN_KEY_QUALIFIERS = frozenset(
         "unique",
     }
 )
+# Lower-cased header names lose their camelCase ("newpassword", "webhooksecret"), so a word that
+# ends with one of these, or contains "password", is secret too; "tokenizer", "secretary" and
+# "monkey" are not.
+SECRET_SUFFIXES = (
+    "accesskey",
+    "apikey",
+    "auth",
+    "credentials",
+    "privatekey",
+    "secret",
+    "secretkey",
+    "secrets",
+    "sessionid",
+    "signingkey",
+    "token",
+)
+SECRET_INFIXES = ("passwd", "password")
+PII_SUFFIXES = ("email", "username")
 PII_WORDS = frozenset(
     {
         "birth",
@@ -280,6 +298,14 @@ def _has_sequence(words: tuple[str, ...], sequences: Iterable[tuple[str, ...]]) 
     return False
 
 
+def _secret_word(word: str) -> bool:
+    return (
+        word in SECRET_WORDS
+        or word.endswith(SECRET_SUFFIXES)
+        or any(infix in word for infix in SECRET_INFIXES)
+    )
+
+
 class KeyRules:
     """Classifies a dict key (or a header name) as KEEP, SECRET or PII."""
 
@@ -306,13 +332,14 @@ class KeyRules:
             core = core[:-1]
         if len(core) > 1 and (core[-1] in METADATA_SUFFIXES or core[0] in _BOOLEAN_PREFIXES):
             return KEEP
-        if any(w in SECRET_WORDS for w in core) or _has_sequence(core, SECRET_PAIRS):
+        if any(_secret_word(w) for w in core) or _has_sequence(core, SECRET_PAIRS):
             return SECRET
         last = core[-1]
         if last in ("key", "keys") and (len(core) == 1 or core[-2] not in BENIGN_KEY_QUALIFIERS):
             return SECRET
         if not self.send_default_pii and (
-            any(w in PII_WORDS for w in core) or _has_sequence(core, PII_PAIRS)
+            any(w in PII_WORDS or w.endswith(PII_SUFFIXES) for w in core)
+            or _has_sequence(core, PII_PAIRS)
         ):
             return PII
         return KEEP
@@ -321,8 +348,8 @@ class KeyRules:
 # --- value detectors ------------------------------------------------------------------------------
 
 PEM_RE = re.compile(
-    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-    r".*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    r"-----BEGIN[A-Z0-9 +%]*PRIVATE(?: |\+|%20)KEY(?:(?: |\+|%20)BLOCK)?-----"
+    r".*?(?:-----END[A-Z0-9 +%]*PRIVATE(?: |\+|%20)KEY(?:(?: |\+|%20)BLOCK)?-----|\Z)",
     re.S,
 )
 # The whole userinfo goes: in a Sentry DSN the "user" part is the key.
@@ -330,7 +357,7 @@ URL_USERINFO_RE = re.compile(
     r"(?P<keep>\b[a-zA-Z][a-zA-Z0-9+.\-]{0,30}://)(?P<secret>[^/\s@'\"<>?#]+)@"
 )
 AUTH_SCHEME_RE = re.compile(
-    r"(?P<keep>(?i:\b(?P<scheme>bearer|basic|digest)\s+))(?P<secret>[A-Za-z0-9._~+/=\-]{8,})"
+    r"(?P<keep>(?i:\b(?P<scheme>bearer|basic|digest)(?:\s+|\+|%20)))(?P<secret>[A-Za-z0-9._~+/=\-]{8,})"
 )
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]*")
 KEY_FORMAT_RE = re.compile(
@@ -346,24 +373,9 @@ KEY_FORMAT_RE = re.compile(
     r"|npm_[A-Za-z0-9]{36}"  # npm
     r")"
 )
-_KEY_FORMAT_HINTS = (
-    "sk_",
-    "rk_",
-    "whsec_",
-    "gh",
-    "xox",
-    "AKIA",
-    "ASIA",
-    "ABIA",
-    "ACCA",
-    "AIza",
-    "sk-",
-    "glpat-",
-    "npm_",
-)
 SLACK_WEBHOOK_RE = re.compile(r"(?P<keep>hooks\.slack\.com/services/)(?P<secret>[A-Za-z0-9/_\-]+)")
 # One scan for every digit-shaped candidate (card numbers, IPv4 addresses); the callback decides.
-DIGIT_RUN_RE = re.compile(r"(?<![\w.])\d(?:[ .\-]?\d){3,22}(?![\w])")
+DIGIT_RUN_RE = re.compile(r"(?<![\w.])\d(?:(?:[ .\-+]|%20)?\d){3,22}(?![\w])")
 EMAIL_RE = re.compile(
     r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,24}"
 )
@@ -390,6 +402,9 @@ _CARD_IIN_RE = re.compile(
 )
 
 
+_CARD_SEPARATORS = str.maketrans("", "", " -+")
+
+
 def luhn_ok(digits: str) -> bool:
     total = 0
     parity = len(digits) % 2
@@ -404,7 +419,7 @@ def luhn_ok(digits: str) -> bool:
 
 
 def is_card_number(candidate: str) -> bool:
-    digits = candidate.replace(" ", "").replace("-", "")
+    digits = candidate.replace("%20", "").translate(_CARD_SEPARATORS)
     return (
         digits.isdigit()
         and 13 <= len(digits) <= 19
@@ -440,5 +455,14 @@ def is_basic_credential(token: str) -> bool:
     return b":" in raw
 
 
-def key_format_hint(text: str) -> bool:
-    return any(h in text for h in _KEY_FORMAT_HINTS)
+def key_format_hint(s: str) -> bool:
+    # chained `in` tests, not a loop: this runs on every string
+    return (
+        ("_" in s and ("sk_" in s or "rk_" in s or "whsec_" in s or "gh" in s or "npm_" in s))
+        or ("-" in s and ("xox" in s or "sk-" in s or "glpat-" in s))
+        or "AKIA" in s
+        or "ASIA" in s
+        or "AIza" in s
+        or "ABIA" in s
+        or "ACCA" in s
+    )

@@ -55,6 +55,10 @@ _SKIPPED_TOP_LEVEL = frozenset(
         "type",
     }
 )
+# Results for short strings are remembered: the same source lines, frame locals and header values
+# recur within an event and across events. Bounded, and cleared whole when full.
+TEXT_CACHE_SIZE = 4096
+TEXT_CACHE_MAX_LEN = 2048
 _USER_PII_FIELDS = frozenset({"email", "username", "name", "geo"})
 _warned = False
 
@@ -117,6 +121,7 @@ class Scrubber:
             send_default_pii=self.send_default_pii, extra_keys=extra_keys, safe_keys=safe_keys
         )
         self._classify = self._rules.classify
+        self._cache: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: object) -> Scrubber:
@@ -162,6 +167,10 @@ class Scrubber:
     def scrub_value(self, value: Any) -> Any:
         """Scrub any JSON-like value; the building block of the other entry points."""
         return self._guarded(value, "value")
+
+    def clear_cache(self) -> None:
+        """Forget remembered string results (the benchmark uses it to measure the cold cost)."""
+        self._cache.clear()
 
     # --- the walk ---------------------------------------------------------------------------------
 
@@ -227,7 +236,12 @@ class Scrubber:
         classify = self._classify
         for key, value in mapping.items():
             kind = classify(key) if type(key) is str else classify(_key_text(key))
-            new = self._mask(value) if kind else self._value(value, depth + 1)
+            if kind:
+                new = self._mask(value)
+            elif type(value) is str:
+                new = self._text(value) if len(value) > 3 else value
+            else:
+                new = self._value(value, depth + 1)
             if new is not value:
                 if out is None:
                     out = dict(mapping)
@@ -281,6 +295,18 @@ class Scrubber:
     # --- strings ----------------------------------------------------------------------------------
 
     def _text(self, s: str) -> str:
+        cache = self._cache
+        done = cache.get(s)
+        if done is not None:
+            return done
+        out = self._scan(s)
+        if len(s) <= TEXT_CACHE_MAX_LEN:
+            if len(cache) >= TEXT_CACHE_SIZE:
+                cache.clear()
+            cache[s] = out
+        return out
+
+    def _scan(self, s: str) -> str:
         repl = self.replacement
         if "=" in s or ":" in s:
             s = self._key_values(s)
