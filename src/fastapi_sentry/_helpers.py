@@ -109,6 +109,8 @@ def _never_raises(func: Callable[P, T]) -> Callable[P, T | None]:
 
     @functools.wraps(func)
     def safe(*args: P.args, **kwargs: P.kwargs) -> T | None:
+        if "sentry_sdk" not in sys.modules:  # off: not even a call
+            return None
         try:
             return func(*args, **kwargs)
         except Exception:
@@ -405,6 +407,8 @@ def _traced(func: Callable[P, R], op: str | None, name: str | None) -> Callable[
 
         @functools.wraps(func)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            if "sentry_sdk" not in sys.modules:
+                return await func(*args, **kwargs)
             span = _start_span(op, name)
             try:
                 result = await func(*args, **kwargs)
@@ -418,6 +422,8 @@ def _traced(func: Callable[P, R], op: str | None, name: str | None) -> Callable[
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if "sentry_sdk" not in sys.modules:
+            return func(*args, **kwargs)
         span = _start_span(op, name)
         try:
             result = func(*args, **kwargs)
