@@ -75,8 +75,10 @@ def add_health_check(
     """Register `check` under `name` for `GET /health` on this app.
 
     `check` is a sync or async callable taking no arguments; it passes unless it returns False,
-    raises, or takes longer than `timeout` seconds. A failing critical check makes the service
-    `unhealthy` (HTTP 503); a failing non-critical one makes it `degraded` (HTTP 200).
+    raises, or takes longer than `timeout` seconds. Sync checks run in a worker thread; an async
+    one must not block the event loop, or its timeout cannot interrupt it. A failing critical
+    check makes the service `unhealthy` (HTTP 503); a failing non-critical one makes it
+    `degraded` (HTTP 200).
     Raises `ConfigError` for a bad name, a duplicate, a non-callable check or a bad timeout.
     """
     if not isinstance(name, str) or not name.strip():
