@@ -31,7 +31,7 @@ from fastapi_sentry.inbox._errors import (
     PayloadTooLargeError,
 )
 from fastapi_sentry.inbox._ingest import Record, records_from_envelope, records_from_store_body
-from fastapi_sentry.inbox._store import InboxStore, Project
+from fastapi_sentry.inbox._store import InboxStore, Project, WriteJob
 from fastapi_sentry.inbox._web import web_routes
 
 logger = logging.getLogger(__name__)
@@ -90,10 +90,44 @@ async def _read_body(request: Request) -> bytes:
     return decoder.finish()
 
 
+class _WriteBatcher:
+    """Group commit inside the event loop: every request parsed in one loop iteration is
+    written in one transaction at the start of the next, then each is answered."""
+
+    def __init__(self, store: InboxStore) -> None:
+        self.store = store
+        self.pending: dict[asyncio.AbstractEventLoop, list[tuple[WriteJob, asyncio.Future[Any]]]]
+        self.pending = {}
+
+    async def write(self, job: WriteJob) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        queue = self.pending.setdefault(loop, [])
+        queue.append((job, future))
+        if len(queue) == 1:
+            loop.call_soon(self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self.pending.pop(loop, [])
+        try:
+            results = self.store.write_many([job for job, _ in batch])
+        except Exception as e:  # the store is closed: answer every waiting request
+            results = [(None, e) for _ in batch]
+        for (_, future), (result, error) in zip(batch, results, strict=True):
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
 class _App:
     def __init__(self, store: InboxStore, token: str | None) -> None:
         self.store = store
         self.token = token
+        self.batcher = _WriteBatcher(store)
 
     def _project(self, raw_id: str) -> Project:
         project_id = _int_id(raw_id, "project")
@@ -116,7 +150,7 @@ class _App:
 
     async def _store(self, project: Project, records: list[Record], received: float) -> None:
         if records:
-            await asyncio.wrap_future(self.store.ingest_async(project.id, records, received))
+            await self.batcher.write(self.store.ingest_job(project.id, records, received))
 
     async def envelope(self, request: Request) -> Response:
         project = self._authenticate(request)

@@ -1,0 +1,239 @@
+"""Sustained ingest rate of the inbox: gzip envelopes from concurrent senders, every ack verified.
+
+The inbox runs in its own process (``serve()``, as the CLI runs it); the load generator runs in
+another process, with N keep-alive connections sending pre-built gzip envelopes (one sentry-sdk-
+shaped error event each, unique event ids) as fast as the answers come back. At the end the SQLite
+file is opened directly: stored events must equal acknowledged ones, id for id.
+
+    .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import multiprocessing
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+SERVER = """
+import json, sys
+from fastapi_sentry.inbox import serve
+def ready(info):
+    print(json.dumps({"url": info.url, "key": info.project.public_key, "id": info.project.id}),
+          flush=True)
+serve(host="127.0.0.1", port=0, db_path=sys.argv[1], token=None, on_ready=ready)
+"""
+
+
+def make_event(number: int) -> dict[str, Any]:
+    """An error event the size and shape sentry-sdk sends from a FastAPI handler (~6 KB)."""
+    frames = [
+        {
+            "filename": f"app/module_{depth}.py",
+            "abs_path": f"/srv/app/module_{depth}.py",
+            "module": f"app.module_{depth}",
+            "function": f"handler_{depth}",
+            "lineno": 10 + depth,
+            "in_app": depth > 3,
+            "pre_context": ["    x = 1", "    y = 2", "    z = compute(x, y)"],
+            "context_line": f"    raise ValueError('bad {depth}')",
+            "post_context": ["", "def other():", "    pass"],
+            "vars": {"request": "<Request GET /orders/1>", "order_id": "1", "depth": str(depth)},
+        }
+        for depth in range(12)
+    ]
+    return {
+        "event_id": uuid.uuid4().hex,
+        "timestamp": time.time(),
+        "platform": "python",
+        "level": "error",
+        "environment": "bench",
+        "release": "bench@1.0",
+        "transaction": f"GET /orders/{{id}}/{number % 20}",
+        "exception": {
+            "values": [
+                {
+                    "type": f"Error{number % 50}",
+                    "value": f"order {number} failed",
+                    "mechanism": {"type": "starlette", "handled": False},
+                    "stacktrace": {"frames": frames},
+                }
+            ]
+        },
+        "breadcrumbs": {
+            "values": [
+                {"timestamp": time.time(), "category": "query", "message": f"SELECT {i}"}
+                for i in range(10)
+            ]
+        },
+        "user": {"id": str(number % 500)},
+        "tags": {"endpoint": "orders", "request_id": uuid.uuid4().hex},
+        "contexts": {"runtime": {"name": "CPython", "version": "3.11"}, "trace": {}},
+        "request": {"method": "GET", "url": "http://localhost/orders/1", "headers": {}},
+        "sdk": {"name": "sentry.python.fastapi", "version": "2.75.0"},
+    }
+
+
+def make_body(number: int) -> tuple[str, bytes]:
+    event = make_event(number)
+    payload = json.dumps(event).encode()
+    header = json.dumps({"event_id": event["event_id"], "sent_at": "2026-01-01T00:00:00Z"})
+    item = json.dumps({"type": "event", "length": len(payload)})
+    envelope = f"{header}\n{item}\n".encode() + payload + b"\n"
+    return event["event_id"], gzip.compress(envelope, compresslevel=6)
+
+
+async def _sender(
+    port: int,
+    request_head: bytes,
+    bodies: list[tuple[str, bytes]],
+    stop_at: float,
+    acked: list[str],
+    latencies: list[float],
+    errors: list[str],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for event_id, body in bodies:
+            if time.monotonic() >= stop_at:
+                break
+            started = time.monotonic()
+            writer.write(request_head % len(body) + body)
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            if status_line.split()[1] == b"200":
+                acked.append(event_id)
+                latencies.append(time.monotonic() - started)
+            else:
+                errors.append(status_line.decode().strip())
+    finally:
+        writer.close()
+
+
+def load(port: int, project: int, key: str, senders: int, seconds: float, out: Any) -> None:
+    """The load generator process: builds every body first, then sends for `seconds`."""
+    per_sender = int(seconds * 3000 / senders) + 200  # more than any sender can use
+    bodies = [[make_body(s * per_sender + i) for i in range(per_sender)] for s in range(senders)]
+    head = (
+        f"POST /api/{project}/envelope/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-sentry-envelope\r\nContent-Encoding: gzip\r\n"
+        f"X-Sentry-Auth: Sentry sentry_key={key}, sentry_version=7\r\n"
+        "Content-Length: %d\r\n\r\n"
+    ).encode()
+    acked: list[str] = []
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def run() -> float:
+        started = time.monotonic()
+        await asyncio.gather(
+            *(
+                _sender(port, head, bodies[s], started + seconds, acked, latencies, errors)
+                for s in range(senders)
+            )
+        )
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(run())
+    out.send({"acked": acked, "latencies": latencies, "errors": errors, "elapsed": elapsed})
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_once(senders: int, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = os.path.join(tmp, "inbox.db")
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER, db], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert server.stdout is not None
+            info = json.loads(server.stdout.readline())
+            port = int(info["url"].rsplit(":", 1)[1])
+            cpu_before = cpu_seconds(server.pid)
+            parent, child = multiprocessing.Pipe()
+            generator = multiprocessing.Process(
+                target=load, args=(port, info["id"], info["key"], senders, seconds, child)
+            )
+            generator.start()
+            result = parent.recv()
+            generator.join()
+            rss = peak_rss_mib(server.pid)
+            cpu = cpu_seconds(server.pid) - cpu_before
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        with sqlite3.connect(db) as conn:
+            stored = {row[0] for row in conn.execute("SELECT event_id FROM events")}
+            issues = conn.execute("SELECT COUNT(*), SUM(count) FROM issues").fetchone()
+    acked = result["acked"]
+    missing = [event_id for event_id in acked if event_id not in stored]
+    lat = sorted(result["latencies"]) or [0.0]
+    return {
+        "senders": senders,
+        "seconds": result["elapsed"],
+        "acked": len(acked),
+        "stored": len(stored),
+        "missing": len(missing),
+        "errors": len(result["errors"]),
+        "rate": len(acked) / result["elapsed"],
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0] * 1000,
+        "rss": rss,
+        "cpu_us": cpu / max(len(acked), 1) * 1e6,
+        "issues": issues,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    print(f"inbox ingest, gzip envelopes (one error event each), {os.cpu_count()} CPUs")
+    print(
+        "| senders | seconds | acked | stored | missing | non-200 | events/s | p50 ms | p99 ms "
+        "| server CPU µs/event | server peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    failed = False
+    for senders in args.senders:
+        r = run_once(senders, args.seconds)
+        print(
+            f"| {r['senders']} | {r['seconds']:.1f} | {r['acked']} | {r['stored']} "
+            f"| {r['missing']} | {r['errors']} | {r['rate']:.0f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['cpu_us']:.0f} | {r['rss']:.0f} |",
+            flush=True,
+        )
+        failed |= r["missing"] > 0 or r["stored"] != r["acked"]
+    if failed:
+        sys.exit("FAILED: some acknowledged events are not stored")
+
+
+if __name__ == "__main__":
+    main()
