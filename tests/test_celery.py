@@ -312,3 +312,45 @@ def test_an_eager_task_that_keeps_failing_is_reported_once(
     (event,) = _wait_events(sentry_receiver, 1)
     assert event["tags"][TAG_TASK_NAME] == "unit.eager"
     assert event["tags"][TAG_RETRIES] == "2"
+
+
+def test_a_retry_message_carries_the_scrubbed_reason_and_other_messages_do_not(
+    make_app: Callable[[], Celery], sentry_receiver: Receiver
+) -> None:
+    from celery import _state
+
+    app = make_app()
+    install_celery(app, dsn=sentry_receiver.dsn, scrub_extra_patterns=["hunter[0-9]"])
+    _start_worker(app)
+    task = _failing_task(app)
+    earlier = [[1_700_000_000.0, "OSError: first"]]
+
+    def publish(task_id: str, retries: int) -> dict[str, Any]:
+        headers: dict[str, Any] = {"id": task_id, "task": task.name, "retries": retries}
+        try:
+            raise PermissionError("login with hunter2 refused")
+        except PermissionError:
+            # what Task.retry does inside the task's except block
+            signals.before_task_publish.send(sender=task.name, body=(), headers=headers)
+        return headers
+
+    # the task is running in the worker, on its second attempt
+    task.push_request(
+        id="running", retries=1, called_directly=False, headers={RETRY_HISTORY_HEADER: earlier}
+    )
+    _state.push_current_task(task)  # type: ignore[attr-defined]
+    try:
+        retry = publish("running", 2)
+        child = publish("another-task", 0)
+        same_attempt = publish("running", 1)
+    finally:
+        _state.pop_current_task()  # type: ignore[attr-defined]
+        task.pop_request()
+    outside_a_task = publish("running", 2)
+
+    history = retry[RETRY_HISTORY_HEADER]
+    assert history[0] == (1_700_000_000.0, "OSError: first")
+    assert history[1][1] == "PermissionError: login with [Filtered] refused"
+    assert abs(history[1][0] - time.time()) < 60
+    for headers in (child, same_attempt, outside_a_task):
+        assert RETRY_HISTORY_HEADER not in headers

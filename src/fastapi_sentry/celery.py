@@ -26,6 +26,8 @@ from fastapi_sentry._setup import flush, init_sdk, off_reason
 if TYPE_CHECKING:
     from celery import Celery
 
+    from fastapi_sentry._scrubbing import Scrubber
+
 __all__ = [
     "RETRY_BREADCRUMB_CATEGORY",
     "RETRY_HISTORY_HEADER",
@@ -99,6 +101,14 @@ class _CeleryHooks:
     def __init__(self, celery_app: Celery, settings: SentrySettings) -> None:
         self.app = celery_app
         self.settings = settings
+        self._scrubber_instance: Scrubber | None = None
+
+    def _scrubber(self) -> Scrubber:
+        if self._scrubber_instance is None:
+            from fastapi_sentry._scrubbing import Scrubber
+
+            self._scrubber_instance = Scrubber.from_settings(self.settings)
+        return self._scrubber_instance
 
     def _receivers(self) -> list[tuple[Any, Any]]:
         from celery import signals
@@ -190,9 +200,9 @@ class _CeleryHooks:
         """Carry the reason of this attempt to the next one when the message is its retry."""
         if not isinstance(headers, dict) or "sentry_sdk" not in sys.modules:
             return
-        # None outside a worker's task (a web request enqueueing), and for eager runs
+        # None outside a task, e.g. in the web request that enqueues
         task: Any = self.app.current_worker_task
-        if task is None:
+        if task is None or getattr(task, "app", None) is not self.app:
             return
         sentry_sdk = sys.modules["sentry_sdk"]
         with sentry_sdk.utils.capture_internal_exceptions():
@@ -200,9 +210,11 @@ class _CeleryHooks:
             retries = int(getattr(request, "retries", 0) or 0)
             if headers.get("id") != request.id or int(headers.get("retries") or 0) <= retries:
                 return
-            # Task.retry publishes from inside the except block that handles the failure
-            earlier = [(when, reason) for _, when, reason in _retry_history(request)]
-            history = [*earlier, (time.time(), _describe(sys.exc_info()[1]))]
+            # Task.retry publishes from inside the except block that handles the failure;
+            # scrubbed here, not only in before_breadcrumb: the broker keeps the text too
+            reason = self._scrubber().scrub_value(_describe(sys.exc_info()[1]))
+            earlier = [(when, text) for _, when, text in _retry_history(request)]
+            history = [*earlier, (time.time(), reason)]
             headers[RETRY_HISTORY_HEADER] = history[-MAX_RETRY_HISTORY:]
 
 
