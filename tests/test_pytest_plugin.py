@@ -17,10 +17,17 @@ timeout = 60
 """
 
 
-def run_inner(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
+def run_inner(
+    pytester: pytest.Pytester, source: str, passed: list[str], failed: str, error: str
+) -> None:
+    """Run `source` as a test module in a new pytest; exactly `failed` fails, with `error`."""
     pytester.makeini(INNER_INI)
     pytester.makepyfile(source)
-    return pytester.runpytest_subprocess("-v", timeout=120)
+    result = pytester.runpytest_subprocess("-v", timeout=120)
+    result.assert_outcomes(passed=len(passed), failed=1)
+    result.stdout.fnmatch_lines(
+        [*(f"*::{name} PASSED*" for name in passed), f"*::{failed} FAILED*", f"*{error}*"]
+    )
 
 
 def test_fixtures_are_registered_through_the_entry_point(pytester: pytest.Pytester) -> None:
@@ -114,15 +121,12 @@ def test_a_missing_error_fails(sentry_events):
 
 
 def test_sentry_events_captures_before_or_after_init(pytester: pytest.Pytester) -> None:
-    result = run_inner(pytester, SENTRY_EVENTS_TESTS)
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*::test_install_before_the_fixture PASSED*",
-            "*::test_init_after_the_fixture_and_the_helpers PASSED*",
-            "*::test_a_missing_error_fails FAILED*",
-            "*AssertionError: expected an error event*",
-        ]
+    run_inner(
+        pytester,
+        SENTRY_EVENTS_TESTS,
+        passed=["test_install_before_the_fixture", "test_init_after_the_fixture_and_the_helpers"],
+        failed="test_a_missing_error_fails",
+        error="AssertionError: expected an error event",
     )
 
 
@@ -173,14 +177,14 @@ def test_waiting_for_more_than_was_sent_fails(sentry_inbox):
 
 
 def test_sentry_inbox_is_a_real_server_per_test(pytester: pytest.Pytester) -> None:
-    result = run_inner(pytester, SENTRY_INBOX_TESTS)
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*::test_events_reach_the_inbox_over_http PASSED*",
-            "*::test_each_test_gets_a_fresh_inbox_and_a_closed_client PASSED*",
-            "*::test_waiting_for_more_than_was_sent_fails FAILED*",
-            "*TimeoutError: The inbox stored 1 event(s) of type 'error' within 1 s, expected at "
-            "least 2*",
-        ]
+    run_inner(
+        pytester,
+        SENTRY_INBOX_TESTS,
+        passed=[
+            "test_events_reach_the_inbox_over_http",
+            "test_each_test_gets_a_fresh_inbox_and_a_closed_client",
+        ],
+        failed="test_waiting_for_more_than_was_sent_fails",
+        error="TimeoutError: The inbox stored 1 event(s) of type 'error' within 1 s, expected at "
+        "least 2",
     )
