@@ -587,3 +587,14 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert err.startswith("usage: fastapi-sentry")
     assert "the following arguments are required: COMMAND" in err
+
+
+def test_inbox_without_its_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi_sentry.inbox", None)
+    assert main(["inbox", "--db", str(tmp_path / "db.sqlite3")]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("fastapi-sentry: the inbox needs the inbox extra (")
+    assert line.endswith("install it with: pip install 'fastapi-sentry[inbox]'")
+    assert not (tmp_path / "db.sqlite3").exists()

@@ -188,3 +188,17 @@ def test_sentry_inbox_is_a_real_server_per_test(pytester: pytest.Pytester) -> No
         error="TimeoutError: The inbox stored 1 event(s) of type 'error' within 1 s, expected at "
         "least 2",
     )
+
+
+def test_sentry_inbox_without_the_extra_names_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INNER_INI)
+    pytester.makeconftest("import sys\nsys.modules['fastapi_sentry.inbox'] = None\n")
+    pytester.makepyfile("def test_needs_the_inbox(sentry_inbox):\n    pass\n")
+    result = pytester.runpytest_subprocess(timeout=120)
+    result.assert_outcomes(errors=1)
+    result.stdout.re_match_lines(
+        [
+            r"E\s+fastapi_sentry\._errors\.MissingExtraError: The sentry_inbox fixture needs "
+            r"the inbox extra \(.*\); install it with: pip install 'fastapi-sentry\[inbox\]'$"
+        ]
+    )

@@ -477,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("serve", "create-project", "list-projects"),
         help="what to do (default: serve)",
     )
-    inbox.add_argument("name", nargs="?", help="the project name, for create-project")
+    inbox.add_argument(
+        "name", nargs="?", metavar="NAME", help="the project name, for create-project"
+    )
     inbox.add_argument(
         "--host",
         default=DEFAULT_INBOX_HOST,
