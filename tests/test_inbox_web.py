@@ -172,7 +172,12 @@ def test_script_and_img_payloads_in_an_event_never_execute(
     inbox.wait_for(1, type="default")
     page = browser.new_page()
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     for path in ("/", f"/issues/{issue_id}/", "/?query=%3Cscript%3E"):
         page.goto(inbox.url + path)
         page.wait_for_load_state("load")
