@@ -387,3 +387,33 @@ def test_status_last_event_id_includes_errors_the_integration_reported(
         status = client.get("/sentry/status").json()
     (event,) = captured.errors
     assert status["last_event_id"] == event["event_id"]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_trace_in_a_request_is_a_child_span_never_a_stray_transaction(
+    captured: CapturedEnvelopes, rate: float
+) -> None:
+    app = active_app(traces_sample_rate=rate)
+
+    @fastapi_sentry.trace(op="db", name="load order")
+    async def load() -> int:
+        return 1
+
+    @app.get("/order")
+    async def order() -> dict[str, int]:
+        return {"n": await load()}
+
+    with Server(app) as client:
+        assert client.get("/order").json() == {"n": 1}
+        if rate:
+            wait_for(lambda: len(captured.transactions) == 1)
+        else:
+            time.sleep(0.3)  # a stray transaction would have arrived by now
+    if not rate:
+        assert captured.transactions == []  # unsampled request: no transaction of its own
+        return
+    (transaction,) = captured.transactions
+    assert transaction["transaction"] == "/order"
+    assert [(s["op"], s["description"]) for s in transaction["spans"] if s["op"] == "db"] == [
+        ("db", "load order")
+    ]
