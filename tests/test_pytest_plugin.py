@@ -202,3 +202,64 @@ def test_sentry_inbox_without_the_extra_names_it(pytester: pytest.Pytester) -> N
             r"the inbox extra \(.*\); install it with: pip install 'fastapi-sentry\[inbox\]'$"
         ]
     )
+
+
+#: The README's two example tests, verbatim: they must keep passing as documented.
+README_EXAMPLES = """
+import pytest
+import sentry_sdk
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+import fastapi_sentry
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: int) -> dict[str, int]:
+        raise LookupError(f"order {order_id} is missing")
+
+    # any DSN will do: sentry_events keeps the envelopes in memory, nothing is sent
+    fastapi_sentry.install(app, dsn="https://public@sentry.invalid/1", traces_sample_rate=1.0)
+    return app
+
+
+def test_a_failing_endpoint_is_reported(app, sentry_events) -> None:
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/orders/42").status_code == 500
+
+    [error] = sentry_events.errors
+    assert error["exception"]["values"][-1]["type"] == "LookupError"
+    assert error["transaction"] == "/orders/{order_id}"
+    assert [t["transaction"] for t in sentry_events.transactions] == ["/orders/{order_id}"]
+
+
+def test_errors_arrive_over_http(sentry_inbox) -> None:
+    sentry_sdk.init(dsn=sentry_inbox.dsn)
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        sentry_sdk.capture_exception(exc)
+    sentry_sdk.flush()
+
+    [event] = sentry_inbox.wait_for(1, timeout=5)
+    assert event["exception"]["values"][0]["type"] == "KeyError"
+    assert sentry_inbox.issues()[0]["count"] == "1"
+"""
+
+
+def test_readme_examples_pass(pytester: pytest.Pytester) -> None:
+    # Starlette 1.10 warns that its TestClient wants httpx2; the README shows the usual client.
+    pytester.makeini(
+        INNER_INI.replace(
+            "filterwarnings = error",
+            "filterwarnings =\n    error\n"
+            "    ignore:Using `httpx` with `starlette.testclient`",
+        )
+    )
+    pytester.makepyfile(README_EXAMPLES)
+    result = pytester.runpytest_subprocess("-v", timeout=120)
+    result.assert_outcomes(passed=2)
