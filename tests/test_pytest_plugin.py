@@ -256,8 +256,7 @@ def test_readme_examples_pass(pytester: pytest.Pytester) -> None:
     pytester.makeini(
         INNER_INI.replace(
             "filterwarnings = error",
-            "filterwarnings =\n    error\n"
-            "    ignore:Using `httpx` with `starlette.testclient`",
+            "filterwarnings =\n    error\n    ignore:Using `httpx` with `starlette.testclient`",
         )
     )
     pytester.makepyfile(README_EXAMPLES)
