@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import textwrap
 import threading
 import time
@@ -417,3 +418,45 @@ def test_trace_in_a_request_is_a_child_span_never_a_stray_transaction(
     assert [(s["op"], s["description"]) for s in transaction["spans"] if s["op"] == "db"] == [
         ("db", "load order")
     ]
+
+
+@pytest.mark.services
+def test_health_checks_against_real_redis_and_postgresql(redis_url: str, postgres_url: str) -> None:
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    from sqlalchemy import create_engine, text
+
+    app = active_app()
+    engine = create_engine(postgres_url, pool_pre_ping=True)
+    closed_port = socket.socket()
+    closed_port.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    broker = redis.Redis(
+        port=closed_port.getsockname()[1], password="hunter2-secret", retry=Retry(NoBackoff(), 0)
+    )
+
+    def database() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    async def redis_ping() -> bool:
+        async with redis.asyncio.Redis.from_url(redis_url) as cache:
+            return bool(await cache.ping())
+
+    add_health_check(app, "database", database)
+    add_health_check(app, "redis", redis_ping)
+    add_health_check(app, "broker", broker.ping, critical=False, timeout=2.0)
+    try:
+        with Server(app) as client:
+            response = client.get("/health")
+    finally:
+        engine.dispose()
+        broker.close()
+        closed_port.close()
+    body = response.json()
+    assert response.status_code == 200
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"]["healthy"] is True
+    assert body["checks"]["redis"]["healthy"] is True
+    assert body["checks"]["broker"]["message"] == "raised ConnectionError"
+    assert "hunter2" not in response.text
