@@ -113,7 +113,8 @@ CurrentUser = Annotated[User, Depends(current_user)]
 # --- the app --------------------------------------------------------------------------------
 
 
-def create_app(settings: ShopSettings | None = None) -> FastAPI:
+def create_app(settings: ShopSettings | None = None, *, with_sentry: bool = True) -> FastAPI:
+    """The shop; `with_sentry=False` leaves fastapi-sentry out (the benchmark's baseline)."""
     settings = settings or ShopSettings()
     logging.getLogger("examples.shop").setLevel(logging.INFO)
     cache = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
@@ -133,11 +134,12 @@ def create_app(settings: ShopSettings | None = None) -> FastAPI:
     app.state.provider = Provider(settings)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
-    # The one line: error tracking, tracing, request ids, users, scrubbing, /health.
-    fastapi_sentry.install(app)
-    add_health_check(app, "database", lambda: _database_ok(settings))
-    if cache is not None:
-        add_health_check(app, "redis", cache.ping, critical=False)
+    if with_sentry:
+        # The one line: error tracking, tracing, request ids, users, scrubbing, /health.
+        fastapi_sentry.install(app)
+        add_health_check(app, "database", lambda: _database_ok(settings))
+        if cache is not None:
+            add_health_check(app, "redis", cache.ping, critical=False)
 
     @app.get("/api/hello")
     async def hello() -> dict[str, str]:

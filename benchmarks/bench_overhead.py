@@ -1,0 +1,548 @@
+"""What Sentry costs per request: the example shop under uvicorn, six ways, one run, one machine.
+
+    .venv/bin/python benchmarks/bench_overhead.py            # from the repository root
+
+Needs `wrk`, PostgreSQL and Redis on 127.0.0.1. Each configuration runs in its own uvicorn process
+(one worker, uvloop + httptools), one after another; wrk (one thread, in its own process) first
+warms it up, then loads it for a fixed time, and we report the requests it completed. Besides
+requests per second and wrk's p50/p99 latency, the server's own CPU time per request is
+reported: it is much less sensitive to other load on the machine than the throughput.
+
+Configurations:
+  a  no Sentry at all
+  b  fastapi_sentry.install() without a DSN
+  c  bare sentry_sdk.init(integrations=[FastApiIntegration()], traces_sample_rate=0.1)
+  d  fastapi_sentry.install() with every feature on, traces 0.1 (events really sent)
+  e  the seeds' pattern: a BaseHTTPMiddleware copying headers into the scope and loading the
+     user from the database on every request, their before_send filters, traces 0.1
+  f  (d) with traces 1.0
+
+The same module is the uvicorn app factory (`bench_overhead:create_bench_app`), chosen by
+the BENCH_CONFIG environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+CONFIGS = {
+    "a": "no Sentry at all",
+    "b": "install(), no DSN",
+    "c": "bare sentry_sdk.init(FastApiIntegration), traces 0.1",
+    "d": "install(), every feature, traces 0.1",
+    "e": "seeds' pattern (BaseHTTPMiddleware + DB user lookup), traces 0.1",
+    "f": "install(), every feature, traces 1.0",
+}
+ENDPOINTS = {"trivial": "/api/hello", "realistic": "/api/products/1"}
+#: (numerator, denominator, target) for the ratios of requests per second.
+RATIOS = (("b", "a", 0.99), ("d", "c", 1.0), ("d", "e", 1.5), ("d", "a", None), ("f", "a", None))
+JWT_SECRET = "bench-secret"
+
+WRK_SCRIPT = """
+function done(summary, latency, requests)
+  io.write(string.format(
+    'BENCH {"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d, '
+    .. '"p50_us": %d, "p99_us": %d, "mean_us": %.1f}\\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+# --- the server side ------------------------------------------------------------------------
+
+
+def create_bench_app() -> Any:
+    """The uvicorn factory: the example shop wired as BENCH_CONFIG says."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from examples.shop.app import create_app
+
+    config = os.environ["BENCH_CONFIG"]
+    dsn = os.environ.get("BENCH_DSN")
+    if config == "a":
+        return create_app(with_sentry=False)
+    if config in ("b", "d", "f"):
+        return create_app()  # install(); the SENTRY_* variables decide the rest
+    if config == "c":
+        import sentry_sdk
+        from sentry_sdk.integrations.fastapi import FastApiIntegration
+
+        sentry_sdk.init(dsn=dsn, integrations=[FastApiIntegration()], traces_sample_rate=0.1)
+        return create_app(with_sentry=False)
+    if config == "e":
+        _seed_init(dsn)
+        app = create_app(with_sentry=False)
+        app.add_middleware(_seed_middleware())
+        return app
+    raise SystemExit(f"BENCH_CONFIG is {config!r}; use one of {', '.join(CONFIGS)}")
+
+
+def _seed_init(dsn: str | None) -> None:
+    """Seed 002's init, minus the arguments sentry-sdk 2.x rejects."""
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.fastapi import FastApiIntegration
+    from sentry_sdk.integrations.httpx import HttpxIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
+    from sentry_sdk.integrations.redis import RedisIntegration
+    from sentry_sdk.integrations.sqlalchemy import SqlalchemyIntegration
+
+    def filter_sensitive_data(event: Any, hint: Any) -> Any:
+        request = event.get("request") or {}
+        headers = request.get("headers") or {}
+        for header in ("authorization", "cookie", "x-api-key"):
+            if header in headers:
+                headers[header] = "[Filtered]"
+        data = request.get("data")
+        if isinstance(data, dict):
+            for field in ("password", "token", "secret", "key", "credit_card"):
+                if field in data:
+                    data[field] = "[Filtered]"
+        for exception in (event.get("exception") or {}).get("values", []):
+            if exception.get("type") in ("ValidationError", "HTTPException"):
+                return None
+        return event
+
+    def filter_transaction_data(event: Any, hint: Any) -> Any:
+        name = event.get("transaction", "")
+        if name.endswith("/health") or name.startswith("/static/"):
+            return None
+        return event
+
+    sentry_sdk.init(
+        dsn=dsn,
+        environment="production",
+        release="1.0.0",
+        server_name="localhost",
+        integrations=[
+            FastApiIntegration(
+                transaction_style="endpoint",
+                failed_request_status_codes={400, 401, 403, 404, 413, 429, 500, 502, 503, 504},
+            ),
+            SqlalchemyIntegration(),
+            CeleryIntegration(monitor_beat_tasks=True, propagate_traces=True),
+            RedisIntegration(),
+            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
+            HttpxIntegration(),
+        ],
+        traces_sample_rate=0.1,
+        profiles_sample_rate=0.1,
+        sample_rate=1.0,
+        attach_stacktrace=True,
+        send_default_pii=False,
+        max_breadcrumbs=100,
+        before_send=filter_sensitive_data,
+        before_send_transaction=filter_transaction_data,
+    )
+
+
+def _seed_middleware() -> Any:
+    """Seed 002's SentryContextMiddleware, with the isolation scope for `configure_scope`.
+
+    BaseHTTPMiddleware and the synchronous user query inside `dispatch` are the point: this is
+    the pattern being measured, not one to copy.
+    """
+    import sentry_sdk
+    from examples.shop.auth import InvalidTokenError, decode_token
+    from examples.shop.models import User, sessions
+    from sqlalchemy import select
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    class SentryContextMiddleware(BaseHTTPMiddleware):
+        async def dispatch(self, request: Any, call_next: Any) -> Any:
+            scope = sentry_sdk.get_isolation_scope()
+            scope.set_tag("request_id", getattr(request.state, "request_id", "unknown"))
+            scope.set_tag("endpoint", f"{request.method} {request.url.path}")
+            scope.set_context(
+                "request",
+                {
+                    "method": request.method,
+                    "url": str(request.url),
+                    "headers": dict(request.headers),
+                    "query_params": dict(request.query_params),
+                },
+            )
+            self._add_user_context(request, scope)
+            response = await call_next(request)
+            if response.status_code >= 400:
+                scope.set_context(
+                    "response",
+                    {"status_code": response.status_code, "headers": dict(response.headers)},
+                )
+            return response
+
+        def _add_user_context(self, request: Any, scope: Any) -> None:
+            auth_header = request.headers.get("authorization")
+            if not auth_header or not auth_header.startswith("Bearer "):
+                return
+            try:
+                payload = decode_token(auth_header.split(" ")[1], JWT_SECRET)
+            except InvalidTokenError:
+                return
+            user_id = payload.get("sub")
+            if user_id:
+                settings = request.app.state.settings
+                with sessions(settings)() as db:
+                    user = db.execute(select(User).where(User.id == int(user_id))).scalars().first()
+                    if user:
+                        scope.set_user(
+                            {"id": str(user.id), "email": user.email, "username": user.name}
+                        )
+                        scope.set_tag("user_id", str(user.id))
+
+    return SentryContextMiddleware
+
+
+# --- a receiver that answers 200, so the SDK really sends ---------------------------------------
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.requests = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.dsn = f"http://benchkey@127.0.0.1:{self.server.server_address[1]}/1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the runner -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _proc_status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _wrk(url: str, seconds: float, connections: int, script: Path, token: str) -> dict[str, Any]:
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+    ]
+    argv += [str(script), "-H", f"Authorization: Bearer {token}", url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH "):
+            result: dict[str, Any] = json.loads(line[len("BENCH ") :])
+            return result
+    raise RuntimeError(f"wrk printed no summary: {out.stdout}{out.stderr}")
+
+
+def _server_env(config: str, base: dict[str, str], dsn: str) -> dict[str, str]:
+    env = dict(base)
+    env["BENCH_CONFIG"] = config
+    if config in ("c", "e"):
+        env["BENCH_DSN"] = dsn
+    if config in ("d", "f"):
+        env.update(
+            {
+                "SENTRY_DSN": dsn,
+                "SENTRY_ENVIRONMENT": "production",
+                "SENTRY_RELEASE": "shop@bench",
+                "SENTRY_TRACES_SAMPLE_RATE": "1.0" if config == "f" else "0.1",
+                "SENTRY_ENABLE_LOGS": "true",
+            }
+        )
+    return env
+
+
+def run_one(
+    config: str,
+    path: str,
+    base_env: dict[str, str],
+    args: argparse.Namespace,
+    tools: dict[str, Any],
+) -> dict[str, Any]:
+    port = _free_port()
+    log = tools["workdir"] / f"server-{config}.log"
+    argv = [sys.executable, "-m", "uvicorn", "bench_overhead:create_bench_app", "--factory"]
+    argv += ["--app-dir", str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=_server_env(config, base_env, tools["dsn"]),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}{path}"
+            _wait_ready(url, server, log)
+            _wrk(url, args.warmup, args.connections, tools["script"], tools["token"])
+            cpu_before = _cpu_seconds(server.pid)
+            result = _wrk(url, args.duration, args.connections, tools["script"], tools["token"])
+            cpu = _cpu_seconds(server.pid) - cpu_before
+            result["peak_rss_mb"] = round(_proc_status(server.pid, "VmHWM") / 1024, 1)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(5)
+    seconds = result["duration_us"] / 1e6
+    result["rps"] = round(result["requests"] / seconds, 1)
+    result["server_cpu_us_per_request"] = round(cpu * 1e6 / max(result["requests"], 1), 1)
+    if result["status_errors"] or result["socket_errors"]:
+        raise RuntimeError(f"config {config} on {path}: errors in the load run: {result}")
+    return result
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server for {url} did not start; its log:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def _table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = [
+        f"{'endpoint':<10} {'cfg':<3} {'configuration':<66} {'requests':>9} {'req/s':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10} {'peak RSS MB':>11}"
+    ]
+    for endpoint, by_config in results.items():
+        for config, r in by_config.items():
+            lines.append(
+                f"{endpoint:<10} {config:<3} {CONFIGS[config]:<66} {r['requests']:>9} "
+                f"{r['rps']:>8.0f} {r['p50_us'] / 1000:>7.2f} {r['p99_us'] / 1000:>7.2f} "
+                f"{r['server_cpu_us_per_request']:>10.0f} {r['peak_rss_mb']:>11.1f}"
+            )
+    lines.append("")
+    lines.append(f"{'ratio':<8} {'endpoint':<10} {'req/s':>7} {'CPU':>7} {'target':>8}  met")
+    for endpoint, by_config in results.items():
+        for numerator, denominator, target in RATIOS:
+            if numerator not in by_config or denominator not in by_config:
+                continue
+            top, bottom = by_config[numerator], by_config[denominator]
+            if not bottom["rps"] or not top["server_cpu_us_per_request"]:
+                continue
+            ratio = top["rps"] / bottom["rps"]
+            # CPU per request, inverted so that higher is better like the throughput ratio
+            cpu = bottom["server_cpu_us_per_request"] / top["server_cpu_us_per_request"]
+            met = "-" if target is None else ("yes" if ratio >= target else "NO")
+            shown = "" if target is None else f"{target:.2f}"
+            lines.append(
+                f"({numerator})/({denominator}) {endpoint:<10} {ratio:>7.3f} {cpu:>7.3f} "
+                f"{shown:>8}  {met}"
+            )
+    return "\n".join(lines)
+
+
+def _ratios(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    found: dict[str, dict[str, float]] = {}
+    for endpoint, by_config in results.items():
+        for numerator, denominator, _ in RATIOS:
+            if numerator in by_config and by_config.get(denominator, {}).get("rps"):
+                found.setdefault(endpoint, {})[f"{numerator}/{denominator}"] = round(
+                    by_config[numerator]["rps"] / by_config[denominator]["rps"], 4
+                )
+    return found
+
+
+def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per cell; the median is kept")
+    parser.add_argument("--configs", default="abcdef")
+    parser.add_argument("--endpoints", default="trivial,realistic")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed; install it with `apt-get install -y wrk`.", file=sys.stderr)
+        return 2
+    configs = [c for c in args.configs if c in CONFIGS]
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip() in ENDPOINTS]
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from examples.shop.auth import issue_token
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    script = workdir / "summary.lua"
+    script.write_text(WRK_SCRIPT)
+    receiver = _Receiver()
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SENTRY_", "SHOP_")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    base_env.update(
+        {
+            "PYTHONPATH": str(REPO_ROOT),
+            "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+            "SHOP_DATABASE_SCHEMA": schema,
+            "REDIS_URL": "redis://127.0.0.1:6379/12",
+            "SHOP_JWT_SECRET": JWT_SECRET,
+        }
+    )
+    tools = {
+        "workdir": workdir,
+        "script": script,
+        "dsn": receiver.dsn,
+        "token": issue_token({"sub": "1"}, JWT_SECRET, 24 * 3600),
+    }
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    try:
+        for round_number in range(args.rounds):
+            for endpoint in endpoints:
+                for config in configs:
+                    result = run_one(config, ENDPOINTS[endpoint], base_env, args, tools)
+                    runs.setdefault(endpoint, {}).setdefault(config, []).append(result)
+                    print(
+                        f"round {round_number + 1}/{args.rounds} {endpoint:<9} ({config}) "
+                        f"{result['rps']:>8.0f} req/s  p99 {result['p99_us'] / 1000:6.2f} ms  "
+                        f"{result['server_cpu_us_per_request']:5.0f} CPU µs/req",
+                        flush=True,
+                    )
+    finally:
+        receiver.close()
+        _drop_schema(schema)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    results = {
+        endpoint: {config: _median_run(rounds) for config, rounds in by_config.items()}
+        for endpoint, by_config in runs.items()
+    }
+    table = _table(results)
+    print()
+    print(table)
+    now = datetime.now(timezone.utc)
+    report = {
+        "date": now.isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "versions": _versions(),
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "rounds": args.rounds,
+            "load_generator": "wrk -t1 (duration-based; requests completed are reported)",
+            "server": "uvicorn, 1 worker, uvloop + httptools",
+        },
+        "configs": CONFIGS,
+        "endpoints": ENDPOINTS,
+        "results": results,
+        "ratios_rps": _ratios(results),
+        "all_runs": runs,
+        "envelopes_received": receiver.requests,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "table": table,
+    }
+    out = args.out or RESULTS_DIR / f"overhead-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nraw results: {out}  ({report['wall_seconds']} s)")
+    return 0
+
+
+def _median_run(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (the lower middle one for an even count)."""
+    ordered = sorted(rounds, key=lambda r: r["rps"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rps_all_rounds"] = [r["rps"] for r in rounds]
+    chosen["rps_spread"] = round(statistics.pstdev(r["rps"] for r in rounds), 1)
+    return chosen
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("sentry-sdk", "fastapi", "starlette", "uvicorn", "sqlalchemy", "redis", "psycopg")
+    found = {name: version(name) for name in names}
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    found["wrk"] = (wrk.stdout or wrk.stderr).split("\n")[0].strip()
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())
