@@ -331,3 +331,13 @@ def test_bad_settings_stop_install_with_one_line() -> None:
     assert str(caught.value) == (
         "Invalid Sentry settings: SENTRY_TRACES_SAMPLE_RATE must be between 0.0 and 1.0, got 3"
     )
+
+
+def test_prefixed_probes_are_never_traced() -> None:
+    from fastapi_sentry._filters import make_traces_sampler
+
+    settings = fastapi_sentry.load_settings(traces_sample_rate=1.0, endpoints_prefix="/ops")
+    sampler = make_traces_sampler(settings)
+    assert sampler({"asgi_scope": {"path": "/ops/health"}}) == 0.0
+    assert sampler({"asgi_scope": {"path": "/ops/sentry/status"}}) == 0.0
+    assert sampler({"asgi_scope": {"path": "/ops/other"}}) == 1.0

@@ -233,3 +233,22 @@ def test_repr_and_dump_hide_the_dsn_key() -> None:
         "host": "o123.ingest.example.com",
         "project_id": "4567",
     }
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        ("DEBUG", "Invalid Sentry settings: DEBUG must be true or false, got 'perhaps'"),
+        (
+            "SENTRY_DEBUG",
+            "Invalid Sentry settings: SENTRY_DEBUG must be true or false, got 'perhaps'",
+        ),
+    ],
+)
+def test_error_names_the_variable_actually_set(
+    monkeypatch: pytest.MonkeyPatch, variable: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, "perhaps")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == expected

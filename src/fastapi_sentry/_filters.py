@@ -29,7 +29,10 @@ def is_untraced(path: str, prefixes: tuple[str, ...]) -> bool:
 
 def make_traces_sampler(settings: SentrySettings) -> TracesSampler:
     rate = settings.effective_traces_sample_rate
-    prefixes = tuple(p.rstrip("/") or "/" for p in settings.untraced_paths)
+    paths = list(settings.untraced_paths)
+    if settings.endpoints_prefix:  # our own probes, wherever they are mounted
+        paths += [settings.endpoints_prefix + p for p in ("/health", "/sentry/status")]
+    prefixes = tuple(p.rstrip("/") or "/" for p in paths)
 
     def traces_sampler(sampling_context: dict[str, Any]) -> float:
         asgi_scope = sampling_context.get("asgi_scope")

@@ -390,12 +390,21 @@ _SECRET_FIELDS = frozenset({"dsn"})
 
 
 def _env_name(field: str) -> str:
+    """The variable the value came from: `SENTRY_X`, or the fallback (`DEBUG`, ...) that is set."""
+    info = SentrySettings.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None)
+    if isinstance(alias, AliasChoices):
+        names = [str(choice) for choice in alias.choices if str(choice).isupper()]
+        present = {name.upper() for name in os.environ}
+        for name in names:
+            if name in present:
+                return name
     return f"SENTRY_{field.upper()}"
 
 
 def _describe(error: Any, overrides: dict[str, Any]) -> str:
     loc = error.get("loc") or ("settings",)
-    field = str(loc[0])
+    field = _field_for_alias(str(loc[0]))
     name = _env_name(field) if field in SentrySettings.model_fields else field
     kind = error.get("type", "")
     ctx = error.get("ctx") or {}
@@ -412,10 +421,28 @@ def _describe(error: Any, overrides: dict[str, Any]) -> str:
         problem = _MESSAGES.get(kind, str(error.get("msg", "is invalid")).lower())
     shown = ""
     if field not in _SECRET_FIELDS and kind != "value_error":
-        value = overrides.get(field, os.environ.get(name))
+        value = overrides.get(field, _environ_value(name))
         if isinstance(value, (str, int, float, bool)):
             shown = f", got {value!r}"
     return f"{name} {problem}{shown}"
+
+
+def _field_for_alias(name: str) -> str:
+    """Errors on aliased fields are reported under the alias (`SENTRY_DEBUG`): map it back."""
+    if name in SentrySettings.model_fields:
+        return name
+    for field, info in SentrySettings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in {str(c) for c in alias.choices}:
+            return field
+    return name
+
+
+def _environ_value(name: str) -> str | None:
+    for key, value in os.environ.items():
+        if key.upper() == name:
+            return value
+    return None
 
 
 def load_settings(**overrides: Any) -> SentrySettings:
