@@ -1,0 +1,106 @@
+"""Grouping rules, as pure functions: what makes two events one issue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi_sentry.inbox._grouping import group_event, user_key
+
+
+def _error(
+    frames: list[tuple[str, str, int, bool]], exc_type: str = "ValueError", value: str = "x"
+) -> dict[str, Any]:
+    return {
+        "exception": {
+            "values": [
+                {
+                    "type": exc_type,
+                    "value": value,
+                    "stacktrace": {
+                        "frames": [
+                            {"module": m, "function": f, "lineno": n, "in_app": a}
+                            for m, f, n, a in frames
+                        ]
+                    },
+                }
+            ]
+        }
+    }
+
+
+APP = [("starlette.routing", "handle", 10, False), ("shop.views", "checkout", 42, True)]
+
+
+def test_line_numbers_and_values_do_not_split_an_issue() -> None:
+    moved = [("starlette.routing", "handle", 99, False), ("shop.views", "checkout", 57, True)]
+    assert group_event(_error(APP, value="a")).hash == group_event(_error(moved, value="b")).hash
+
+
+def test_a_different_in_app_function_or_type_is_a_different_issue() -> None:
+    other_function = [APP[0], ("shop.views", "refund", 42, True)]
+    assert group_event(_error(APP)).hash != group_event(_error(other_function)).hash
+    assert group_event(_error(APP)).hash != group_event(_error(APP, exc_type="KeyError")).hash
+
+
+def test_library_frames_do_not_matter_when_there_are_in_app_frames() -> None:
+    other_library = [("uvicorn.protocols", "run", 1, False), APP[1]]
+    assert group_event(_error(APP)).hash == group_event(_error(other_library)).hash
+
+
+def test_without_in_app_frames_the_whole_stack_counts() -> None:
+    a = [("lib.a", "f", 1, False)]
+    b = [("lib.b", "f", 1, False)]
+    assert group_event(_error(a)).hash != group_event(_error(b)).hash
+
+
+def test_an_explicit_fingerprint_wins_and_can_extend_the_default() -> None:
+    first = {**_error(APP), "fingerprint": ["payments-down"]}
+    second = {
+        **_error([("other", "thing", 1, True)], exc_type="KeyError"),
+        "fingerprint": ["payments-down"],
+    }
+    assert group_event(first).hash == group_event(second).hash
+    extended_a = {**_error(APP), "fingerprint": ["{{ default }}", "tenant-a"]}
+    extended_b = {**_error(APP), "fingerprint": ["{{ default }}", "tenant-b"]}
+    assert group_event(extended_a).hash != group_event(extended_b).hash
+    assert group_event(extended_a).hash != group_event(_error(APP)).hash
+
+
+def test_messages_group_by_template_without_parameters() -> None:
+    a = {"logentry": {"message": "order %s failed", "params": [1], "formatted": "order 1 failed"}}
+    b = {"logentry": {"message": "order %s failed", "params": [2], "formatted": "order 2 failed"}}
+    assert group_event(a).hash == group_event(b).hash
+    assert group_event(a).title == "order 1 failed"
+    assert group_event(a).type == "default"
+    assert group_event({"message": "plain"}).hash != group_event(a).hash
+
+
+def test_title_culprit_and_level() -> None:
+    group = group_event({**_error(APP, value="bad\nsecond line"), "level": "warning"})
+    assert group.title == "ValueError: bad"
+    assert group.culprit == "shop.views in checkout"
+    assert group.level == "warning"
+    assert group.type == "error"
+    with_transaction = {**_error(APP), "transaction": "POST /checkout", "level": "nonsense"}
+    assert group_event(with_transaction).culprit == "POST /checkout"
+    assert group_event(with_transaction).level == "error"
+
+
+def test_odd_shapes_never_raise() -> None:
+    for event in (
+        {},
+        {"exception": "x"},
+        {"exception": {"values": [1, None, {"stacktrace": {"frames": "no"}}]}},
+        {"exception": [{"type": 5}]},
+        {"fingerprint": [None, {"a": 1}, 3]},
+        {"message": {"formatted": "dict message"}},
+        {"logentry": "string"},
+    ):
+        assert len(group_event(event).hash) == 40
+
+
+def test_user_key_prefers_id_then_username_email_ip() -> None:
+    assert user_key({"user": {"id": 7, "email": "a@b"}}) == "id:7"
+    assert user_key({"user": {"email": "a@b", "ip_address": "1.2.3.4"}}) == "email:a@b"
+    assert user_key({"user": {"ip_address": "1.2.3.4"}}) == "ip_address:1.2.3.4"
+    assert user_key({"user": "nobody"}) is None
