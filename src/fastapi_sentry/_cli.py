@@ -157,15 +157,20 @@ def _network_reason(exc: BaseException) -> str:
 def _observing_transport(log: DeliveryLog) -> type[HttpTransport]:
     """sentry-sdk's own HTTP transport, reporting each envelope's HTTP answer to `log`.
 
-    Subclassing keeps the real wire format, compression, auth header and rate-limit handling;
-    only the two places where an answer (or its absence) becomes known are observed.
+    Subclassing keeps the real wire format, compression, auth header and rate-limit handling.
+    Only `_send_request` and `_request` are overridden: both exist unchanged from sentry-sdk
+    2.20 on, unlike the response hooks newer versions split out.
     """
     from sentry_sdk.transport import HttpTransport
 
+    # the transport's worker thread sends one envelope at a time
+    answer = threading.local()
+
     class ObservingTransport(HttpTransport):
-        def _handle_response(self, response: Any, envelope: Envelope | None) -> None:
-            log.record(envelope, int(response.status), _response_reason(response))
-            super()._handle_response(response, envelope)
+        def _request(self, method: str, endpoint_type: Any, body: Any, headers: Any) -> Any:
+            response = super()._request(method, endpoint_type, body, headers)
+            answer.value = (int(response.status), _response_reason(response))
+            return response
 
         def _send_request(
             self,
@@ -174,12 +179,16 @@ def _observing_transport(log: DeliveryLog) -> type[HttpTransport]:
             endpoint_type: Any,
             envelope: Envelope | None = None,
         ) -> None:
+            answer.value = None
             try:
                 super()._send_request(body, headers, endpoint_type, envelope)
             except Exception as exc:
                 # The base class has recorded the loss; `check` reports the reason itself
                 # instead of letting the SDK log it as an internal error.
                 log.record(envelope, None, _network_reason(exc))
+                return
+            if answer.value is not None:
+                log.record(envelope, *answer.value)
 
     return ObservingTransport
 
