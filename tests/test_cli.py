@@ -411,6 +411,9 @@ def test_inbox_serves_prints_its_dsn_and_stops_cleanly_on_ctrl_c(
     events = get_json(f"{url}/api/0/projects/1/events/")
     assert [e["eventID"] for e in events] == [event_id]
     assert events[0]["exception"]["values"][0]["value"] == "boom from the CLI test"
+    with urllib.request.urlopen(f"{url}/", timeout=5) as page:  # the web URL it printed
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert "RuntimeError" in page.read().decode()
 
     code, err = inbox.stop(signal.SIGINT)
     assert code == 0, err
