@@ -193,8 +193,10 @@ class CeleryRun:
 def _cleanup_queue(broker: str, queue: str) -> None:
     client = redis.Redis.from_url(broker)
     try:
-        client.delete(queue)
-        for key in client.scan_iter("_kombu.binding.*"):
+        # the queue's list and kombu's binding keys named after it
+        for key in client.scan_iter(match=f"*{queue}*"):
+            client.delete(key)
+        for key in client.scan_iter(match="_kombu.binding.*"):
             for member in client.smembers(key):
                 if queue.encode() in member:
                     client.srem(key, member)
