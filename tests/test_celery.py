@@ -354,3 +354,36 @@ def test_a_retry_message_carries_the_scrubbed_reason_and_other_messages_do_not(
     assert abs(history[1][0] - time.time()) < 60
     for headers in (child, same_attempt, outside_a_task):
         assert RETRY_HISTORY_HEADER not in headers
+
+
+def test_a_retry_adds_a_breadcrumb_to_the_attempt_that_retries(
+    make_app: Callable[[], Celery], sentry_receiver: Receiver
+) -> None:
+    from celery.app.task import Context
+    from celery.exceptions import Retry
+
+    app = make_app()
+    install_celery(app, dsn=sentry_receiver.dsn)
+    _start_worker(app)
+    task = _failing_task(app)
+
+    with sentry_sdk.isolation_scope():
+        # what Celery sends when the attempt ends in Retry (celery.app.trace.handle_retry)
+        request = Context(id="task-3", retries=0)
+        reason = Retry(exc=ConnectionError("broker away"))
+        signals.task_retry.send(sender=task, request=request, reason=reason, einfo=None)
+        sentry_sdk.capture_message("later in the same attempt")
+    sentry_sdk.flush(5)
+
+    (event,) = _wait_events(sentry_receiver, 1)
+    (crumb,) = event["breadcrumbs"]["values"]
+    assert crumb["category"] == RETRY_BREADCRUMB_CATEGORY
+    assert (
+        crumb["message"]
+        == "unit.fails attempt 1 failed and was retried: ConnectionError: broker away"
+    )
+    assert crumb["data"] == {
+        "task_id": "task-3",
+        "attempt": 1,
+        "reason": "ConnectionError: broker away",
+    }

@@ -177,11 +177,7 @@ class _CeleryHooks:
             scope.set_tag(TAG_TASK_ID, str(task_id or request.id))
             scope.set_tag(TAG_RETRIES, str(retries))
             for attempt, when, reason in _retry_history(request):
-                crumb = _retry_breadcrumb(task.name, attempt, reason, request)
-                # ISO text, which the SDK parses back: a datetime would not survive every
-                # before_breadcrumb hook
-                crumb["timestamp"] = datetime.fromtimestamp(when, timezone.utc).isoformat()
-                scope.add_breadcrumb(crumb)
+                scope.add_breadcrumb(_retry_breadcrumb(task.name, attempt, when, reason, request))
 
     def on_task_retry(
         self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
@@ -193,7 +189,7 @@ class _CeleryHooks:
             retries = int(getattr(request, "retries", 0) or 0)
             cause = getattr(reason, "exc", None) or reason
             sentry_sdk.get_isolation_scope().add_breadcrumb(
-                _retry_breadcrumb(sender.name, retries + 1, _describe(cause), request)
+                _retry_breadcrumb(sender.name, retries + 1, time.time(), _describe(cause), request)
             )
 
     def on_before_publish(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
@@ -258,8 +254,12 @@ def _describe(exc: object) -> str:
     return str(exc)[:MAX_REASON_LENGTH]
 
 
-def _retry_breadcrumb(task_name: str, attempt: int, reason: str, request: Any) -> dict[str, Any]:
+def _retry_breadcrumb(
+    task_name: str, attempt: int, when: float, reason: str, request: Any
+) -> dict[str, Any]:
     return {
+        # ISO text, which the SDK parses back: a datetime may not survive a before_breadcrumb
+        "timestamp": datetime.fromtimestamp(when, timezone.utc).isoformat(),
         "type": "default",
         "category": RETRY_BREADCRUMB_CATEGORY,
         "level": "warning",
