@@ -162,7 +162,14 @@ SECRET_SUFFIXES = (
     "accesskey",
     "apikey",
     "auth",
+    "authorisation",
+    "authorization",
+    "cookie",
     "credentials",
+    "csrf",
+    "passphrase",
+    "signature",
+    "xsrf",
     "privatekey",
     "secret",
     "secretkey",
@@ -357,11 +364,12 @@ URL_USERINFO_RE = re.compile(
     r"(?P<keep>\b[a-zA-Z][a-zA-Z0-9+.\-]{0,30}://)(?P<secret>[^/\s@'\"<>?#]+)@"
 )
 AUTH_SCHEME_RE = re.compile(
-    r"(?P<keep>(?i:\b(?P<scheme>bearer|basic|digest)(?:\s+|\+|%20)))(?P<secret>[A-Za-z0-9._~+/=\-]{8,})"
+    r"(?P<keep>(?i:(?:\b|(?<=\\[nrt]))(?P<scheme>bearer|basic|digest)(?:\s+|\+|%20)))"
+    r"(?P<secret>[A-Za-z0-9._~+/=\-]{4,})"
 )
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]*")
 KEY_FORMAT_RE = re.compile(
-    r"(?<![A-Za-z0-9])(?:"
+    r"(?:(?<![A-Za-z0-9])|(?<=\\[nrt]))(?:"
     r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}"  # Stripe secret and restricted keys
     r"|whsec_[0-9A-Za-z+/=]{16,}"  # Stripe webhook signing secret
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
@@ -374,12 +382,15 @@ KEY_FORMAT_RE = re.compile(
     r")"
 )
 SLACK_WEBHOOK_RE = re.compile(r"(?P<keep>hooks\.slack\.com/services/)(?P<secret>[A-Za-z0-9/_\-]+)")
+# Lookbehinds also accept an escape before the match: reprs of frame locals spell a newline "\\n".
 # One scan for every digit-shaped candidate (card numbers, IPv4 addresses); the callback decides.
-DIGIT_RUN_RE = re.compile(r"(?<![\w.])\d(?:(?:[ .\-+]|%20)?\d){3,22}(?![\w])")
+DIGIT_RUN_RE = re.compile(r"(?:(?<![\w.])|(?<=\\[nrt]))\d(?:(?:[ .\-+]|%20)?\d){3,22}(?![\w])")
 EMAIL_RE = re.compile(
     r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,24}"
 )
-IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+IPV6_RE = re.compile(
+    r"(?:(?<![\w:.])|(?<=\\[nrt]))(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+)
 
 # key=value / key: value / "key": "value" in free text (query strings, JSON and reprs inside
 # strings, log lines). Scanning for the separators and reading the key backwards is several times
@@ -394,7 +405,9 @@ VALUE_RE = re.compile(
 KV_TUPLE_RE = re.compile(
     r"\(\s*b?(?P<kq>[\"'])(?P<key>[^\"']{1,64})(?P=kq)\s*,\s*b?(?P<vq>[\"'])(?P<qval>[^\"']{1,4000})(?P=vq)"
 )
-COOKIE_TEXT_RE = re.compile(r"(?i:\b(?:set-)?cookie)(?P<sep>\s*[:=]\s*)(?P<val>[^\r\n\"']+)")
+COOKIE_TEXT_RE = re.compile(
+    r"(?i:(?:\b|(?<=\\[nrt]))(?:set-)?cookie)(?P<sep>\s*[:=]\s*)(?P<val>[^\r\n\"']+)"
+)
 
 # Card issuer prefixes, so that 13-19 digit ids and millisecond timestamps are not taken for cards.
 _CARD_IIN_RE = re.compile(
@@ -458,7 +471,17 @@ def is_basic_credential(token: str) -> bool:
 def key_format_hint(s: str) -> bool:
     # chained `in` tests, not a loop: this runs on every string
     return (
-        ("_" in s and ("sk_" in s or "rk_" in s or "whsec_" in s or "gh" in s or "npm_" in s))
+        (
+            "_" in s
+            and (
+                "sk_" in s
+                or "rk_" in s
+                or "whsec_" in s
+                or "gh" in s
+                or "npm_" in s
+                or "github_pat_" in s
+            )
+        )
         or ("-" in s and ("xox" in s or "sk-" in s or "glpat-" in s))
         or "AKIA" in s
         or "ASIA" in s

@@ -252,13 +252,25 @@ class Scrubber:
         if depth > MAX_DEPTH:
             return self._blind(items, 0)  # type: ignore[no-any-return]
         pairs = _is_pair_list(items)
+        if (
+            not pairs
+            and len(items) == 2
+            and _looks_like_key(items[0])
+            and self._classify(_key_text(items[0]))
+        ):
+            # a lone ("authorization", "Bearer ...") pair, e.g. a loop variable over headers
+            return self._list([items], depth)[0]  # type: ignore[no-any-return]
         out: list[Any] | None = None
         for i, item in enumerate(items):
             if pairs:
                 name, value = item
                 kind = self._classify(_key_text(name))
                 new_value = self._mask(value) if kind else self._value(value, depth + 1)
-                new = item if new_value is value else type(item)((name, new_value))
+                new_name = self._value(name, depth + 1)
+                if new_value is value and new_name is name:
+                    new = item
+                else:
+                    new = type(item)((new_name, new_value))
             else:
                 new = self._value(item, depth + 1)
             if new is not item:
@@ -357,7 +369,13 @@ class Scrubber:
             if reversed_s is None:
                 reversed_s = s[::-1]
             km = d.REVERSED_KEY_RE.match(reversed_s, n - i)
-            if km is None or not classify(km["key"][::-1]):
+            if km is None:
+                continue
+            key = km["key"][::-1]
+            key_start = n - km.end("key")
+            if key_start and s[key_start - 1] == "\\" and key[0] in "nrt":
+                key = key[1:]  # "\\nsession=..." in a repr: the "n" belongs to the escape
+            if not classify(key):
                 continue
             vm = d.VALUE_RE.match(s, i + 1)
             if vm is None:
@@ -398,10 +416,14 @@ class Scrubber:
         secret = m["secret"]
         scheme = m["scheme"].lower()
         if scheme == "basic":
-            sensitive = d.is_basic_credential(secret) or len(secret) >= 20
+            # ("Basic dXNlcjpwdw==A"): the longest prefix that decodes to user:password is it
+            for cut in range(min(len(secret), 256), 3, -1):
+                if d.is_basic_credential(secret[:cut]):
+                    return m["keep"] + self.replacement + secret[cut:]
+            sensitive = len(secret) >= 20
         else:
             # Prose ("bearer authentication failed") is short and has no digits; tokens are neither.
-            sensitive = len(secret) >= 20 or any(c.isdigit() for c in secret)
+            sensitive = len(secret) >= 20 or (len(secret) >= 8 and any(c.isdigit() for c in secret))
         return m["keep"] + self.replacement if sensitive else m[0]
 
     def _digits_sub(self, m: re.Match[str]) -> str:
@@ -436,11 +458,18 @@ def _is_pair_list(items: list[Any] | tuple[Any, ...]) -> bool:
     if not items:
         return False
     for item in items:
-        if type(item) not in (list, tuple) or len(item) != 2:
-            return False
-        if not isinstance(item[0], (str, bytes)):
+        if type(item) not in (list, tuple) or len(item) != 2 or not _looks_like_key(item[0]):
             return False
     return True
+
+
+_KEY_LIKE = re.compile(r"b?['\"]?[A-Za-z_][A-Za-z0-9_.\-]{0,63}['\"]?")
+
+
+def _looks_like_key(value: object) -> bool:
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return isinstance(value, str) and _KEY_LIKE.fullmatch(value) is not None
 
 
 def _patterns_tuple(value: object) -> tuple[str, ...]:
