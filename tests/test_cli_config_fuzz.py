@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 import sentry_sdk
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from fastapi_sentry import ConfigError, _setup, load_settings
@@ -57,9 +57,14 @@ env_text = st.text(
 )
 
 
-def broken_dsns(key: str, port: int) -> st.SearchStrategy[str]:
+#: Stands for the receiver's port, which is known only once the test runs.
+RECEIVER = "127.0.0.1:<receiver-port>"
+KEY = "f00d" * 6
+
+
+def broken_dsns(key: str) -> st.SearchStrategy[str]:
     """DSNs that must be refused, each still carrying the key."""
-    host = f"127.0.0.1:{port}"
+    host = RECEIVER
     return st.one_of(
         st.just(""),
         st.sampled_from(
@@ -81,16 +86,16 @@ def broken_dsns(key: str, port: int) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def environments(draw: st.DrawFn, port: int) -> tuple[str, dict[str, str]]:
+def environments(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
     key = draw(st.text(alphabet=KEY_ALPHABET, min_size=24, max_size=32))
     env: dict[str, str] = {}
     # weighted towards a valid DSN, so that the other variables decide the outcome
     kind = draw(st.sampled_from(["valid"] * 6 + ["broken"] * 3 + ["unset"]))
     if kind == "valid":
         project = draw(st.integers(1, 10**6))
-        env["SENTRY_DSN"] = f"http://{key}@127.0.0.1:{port}/{project}"
+        env["SENTRY_DSN"] = f"http://{key}@{RECEIVER}/{project}"
     elif kind == "broken":
-        env["SENTRY_DSN"] = draw(broken_dsns(key, port))
+        env["SENTRY_DSN"] = draw(broken_dsns(key))
     names = draw(st.lists(st.sampled_from(sorted(VARIABLES)), max_size=3, unique=True))
     for name in names:
         listed = st.sampled_from(VARIABLES[name])
@@ -137,11 +142,20 @@ def receiver() -> Iterator[Receiver]:
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(data=st.data())
+@given(case=environments())
+# Always tried, whatever the random draw: a fallback name (DEBUG) must be named as set.
+@example(case=(KEY, {"SENTRY_DSN": f"http://{KEY}@{RECEIVER}/1", "DEBUG": "perhaps"}))
+@example(case=(KEY, {"SENTRY_DSN": f"http://{KEY}@{RECEIVER}/1", "DEBUG": ""}))
+@example(case=(KEY, {"SENTRY_DSN": f"http://{KEY}@{RECEIVER}/1", "SENTRY_DEBUG": "perhaps"}))
+@example(case=(KEY, {"SENTRY_DSN": f"http://{KEY}@{RECEIVER}/1"}))
 def test_check_on_any_environment_is_delivered_or_one_clear_line(
-    receiver: Receiver, data: st.DataObject
+    receiver: Receiver, case: tuple[str, dict[str, str]]
 ) -> None:
-    key, env = data.draw(environments(receiver.port))
+    key = case[0]
+    env = {
+        name: value.replace(RECEIVER, f"127.0.0.1:{receiver.port}")
+        for name, value in case[1].items()
+    }
     # a value may echo the key by chance; only the DSN is secret
     assume(not any(key in value for name, value in env.items() if name != "SENTRY_DSN"))
     out, err = io.StringIO(), io.StringIO()
