@@ -86,8 +86,7 @@ def formatted_message(event: dict[str, Any]) -> str:
     )
 
 
-def _default_components(event: dict[str, Any]) -> list[str]:
-    chain = exceptions(event)
+def _default_components(event: dict[str, Any], chain: list[dict[str, Any]]) -> list[str]:
     if chain:
         parts: list[str] = []
         for exc in chain:
@@ -107,11 +106,10 @@ def _default_components(event: dict[str, Any]) -> list[str]:
     return ["event:" + (as_str(event.get("transaction")) or "<unlabeled event>")]
 
 
-def _culprit(event: dict[str, Any]) -> str:
+def _culprit(event: dict[str, Any], chain: list[dict[str, Any]]) -> str:
     explicit = as_str(event.get("culprit")) or as_str(event.get("transaction"))
     if explicit:
         return explicit
-    chain = exceptions(event)
     if chain:
         all_frames = frames(chain[-1])
         in_app = [f for f in all_frames if f.get("in_app") is True] or all_frames
@@ -121,8 +119,7 @@ def _culprit(event: dict[str, Any]) -> str:
     return ""
 
 
-def _title(event: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    chain = exceptions(event)
+def _title(event: dict[str, Any], chain: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
     if chain:
         main = chain[-1]
         exc_type = as_str(main.get("type")) or "Error"
@@ -144,27 +141,28 @@ def level_of(event: dict[str, Any]) -> str:
 
 def group_event(event: dict[str, Any]) -> Group:
     """Compute the issue an event belongs to and the issue's display fields."""
+    chain = exceptions(event)
     fingerprint = as_list(event.get("fingerprint"))
     if fingerprint:
         components: list[str] = []
         for part in fingerprint:
             text = as_str(part)
             if text.replace(" ", "") == "{{default}}":
-                components.extend(_default_components(event))
+                components.extend(_default_components(event, chain))
             else:
                 components.append("fingerprint:" + text)
     else:
-        components = _default_components(event)
+        components = _default_components(event, chain)
     digest = hashlib.sha1(
         "\n".join(components).encode("utf-8", "surrogatepass"), usedforsecurity=False
     ).hexdigest()
-    title, metadata = _title(event)
+    title, metadata = _title(event, chain)
     return Group(
         hash=digest,
         title=clean(title[:500]),
-        culprit=clean(_culprit(event)[:500]),
+        culprit=clean(_culprit(event, chain)[:500]),
         level=level_of(event),
-        type="error" if exceptions(event) else "default",
+        type="error" if chain else "default",
         metadata={k: clean(v[:1000]) for k, v in metadata.items()},
     )
 
