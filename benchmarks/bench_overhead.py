@@ -16,6 +16,11 @@ Configurations:
   e  the seeds' pattern: a BaseHTTPMiddleware copying headers into the scope and loading the
      user from the database on every request, their before_send filters, traces 0.1
   f  (d) with traces 1.0
+  g, h  diagnostics, run only when asked (`--configs abcdefgh`): (d) without profiling, and
+        (d) without tracing
+
+`--profile` runs the chosen configurations once each under py-spy (GIL samples) instead, and
+prints which Sentry functions the server's CPU time goes to.
 
 The same module is the uvicorn app factory (`bench_overhead:create_bench_app`), chosen by
 the BENCH_CONFIG environment variable.
@@ -54,7 +59,11 @@ CONFIGS = {
     "d": "install(), every feature, traces 0.1",
     "e": "seeds' pattern (BaseHTTPMiddleware + DB user lookup), traces 0.1",
     "f": "install(), every feature, traces 1.0",
+    # diagnostics (not run by default): what part of (d) tracing and profiling cost
+    "g": "(d) without profiling",
+    "h": "(d) without tracing (errors only)",
 }
+DEFAULT_CONFIGS = "abcdef"
 ENDPOINTS = {"trivial": "/api/hello", "realistic": "/api/products/1"}
 #: (numerator, denominator, target) for the ratios of requests per second.
 RATIOS = (("b", "a", 0.99), ("d", "c", 1.0), ("d", "e", 1.5), ("d", "a", None), ("f", "a", None))
@@ -84,7 +93,7 @@ def create_bench_app() -> Any:
     dsn = os.environ.get("BENCH_DSN")
     if config == "a":
         return create_app(with_sentry=False)
-    if config in ("b", "d", "f"):
+    if config in ("b", "d", "f", "g", "h"):
         return create_app()  # install(); the SENTRY_* variables decide the rest
     if config == "c":
         import sentry_sdk
@@ -295,7 +304,7 @@ def _server_env(config: str, base: dict[str, str], dsn: str) -> dict[str, str]:
     env["BENCH_CONFIG"] = config
     if config in ("c", "e"):
         env["BENCH_DSN"] = dsn
-    if config in ("d", "f"):
+    if config in ("d", "f", "g", "h"):
         env.update(
             {
                 "SENTRY_DSN": dsn,
@@ -305,6 +314,10 @@ def _server_env(config: str, base: dict[str, str], dsn: str) -> dict[str, str]:
                 "SENTRY_ENABLE_LOGS": "true",
             }
         )
+    if config == "g":
+        env["SENTRY_PROFILES_SAMPLE_RATE"] = "0"
+    if config == "h":
+        env["SENTRY_ENABLE_TRACING"] = "false"
     return env
 
 
@@ -314,6 +327,7 @@ def run_one(
     base_env: dict[str, str],
     args: argparse.Namespace,
     tools: dict[str, Any],
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     port = _free_port()
     log = tools["workdir"] / f"server-{config}.log"
@@ -333,9 +347,12 @@ def run_one(
             url = f"http://127.0.0.1:{port}{path}"
             _wait_ready(url, server, log)
             _wrk(url, args.warmup, args.connections, tools["script"], tools["token"])
+            spy = _start_py_spy(server.pid, args.duration, profile) if profile else None
             cpu_before = _cpu_seconds(server.pid)
             result = _wrk(url, args.duration, args.connections, tools["script"], tools["token"])
             cpu = _cpu_seconds(server.pid) - cpu_before
+            if spy is not None:
+                spy.wait(60)
             result["peak_rss_mb"] = round(_proc_status(server.pid, "VmHWM") / 1024, 1)
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -351,6 +368,64 @@ def run_one(
     if result["status_errors"] or result["socket_errors"]:
         raise RuntimeError(f"config {config} on {path}: errors in the load run: {result}")
     return result
+
+
+def _start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    argv += ["--rate", "250", "--format", "raw", "--gil", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+_SENTRY_PATHS = ("sentry_sdk/", "fastapi_sentry/")
+_FRAMEWORK_PATHS = ("starlette/", "fastapi/", "uvicorn/", "examples/", "anyio/", "sqlalchemy/")
+
+
+def _function(frame: str) -> str:
+    function, _, where = frame.partition(" (")
+    return f"{where.rsplit('/', 1)[-1].split(':')[0]}:{function}"
+
+
+def profile_summary(collapsed: Path, top: int = 22) -> str:
+    """Which Sentry functions own the GIL-holding samples.
+
+    A sample is Sentry's when, walking from the leaf up, the first frame that is either Sentry
+    code or the app's stack (Starlette, FastAPI, uvicorn, the shop) is Sentry code: its own
+    work and whatever stdlib it calls (json, uuid, gzip). Work of the app that merely runs
+    inside Sentry's wrappers stays the app's. Each Sentry function on such a stack is credited
+    once (inclusive), so `Transaction.finish` includes the serialisation it triggers.
+    """
+    total = 0
+    sentry = 0
+    inclusive: dict[str, int] = {}
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for depth in range(len(frames) - 1, -1, -1):
+            frame = frames[depth]
+            if any(p in frame for p in _SENTRY_PATHS):
+                sentry += count
+                owned = {
+                    _function(f) for f in frames[: depth + 1] if any(p in f for p in _SENTRY_PATHS)
+                }
+                for name in owned:
+                    inclusive[name] = inclusive.get(name, 0) + count
+                break
+            if any(p in frame for p in _FRAMEWORK_PATHS):
+                break
+    if not total:
+        return "py-spy recorded no samples"
+    lines = [
+        f"{total} samples holding the GIL; {sentry / total:.1%} are Sentry's own work. "
+        "Share of all samples, by Sentry function (inclusive of the Sentry work it calls):"
+    ]
+    for name, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {count / total:6.1%}  {name}")
+    return "\n".join(lines)
 
 
 def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
@@ -425,9 +500,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="runs per cell; the median is kept")
-    parser.add_argument("--configs", default="abcdef")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="e.g. abcdefgh")
     parser.add_argument("--endpoints", default="trivial,realistic")
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the table: run each config once under py-spy and show where Sentry's "
+        "share of the CPU goes",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed; install it with `apt-get install -y wrk`.", file=sys.stderr)
@@ -467,6 +548,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
+        if args.profile:
+            for endpoint in endpoints:
+                for config in configs:
+                    collapsed = Path(tempfile.gettempdir()) / f"overhead-{endpoint}-{config}.txt"
+                    result = run_one(config, ENDPOINTS[endpoint], base_env, args, tools, collapsed)
+                    print(
+                        f"\n== {endpoint} ({config}) {CONFIGS[config]}: {result['rps']:.0f} "
+                        f"req/s, {result['server_cpu_us_per_request']:.0f} CPU µs/req"
+                    )
+                    print(profile_summary(collapsed))
+                    print(f"(py-spy's collapsed stacks: {collapsed})")
+            return 0
         for round_number in range(args.rounds):
             for endpoint in endpoints:
                 for config in configs:
