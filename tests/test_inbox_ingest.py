@@ -317,3 +317,23 @@ def test_a_retried_event_is_stored_once(inbox: InboxServer) -> None:
 def test_wait_for_names_the_count_it_saw(inbox: InboxServer) -> None:
     with pytest.raises(TimeoutError, match=r"stored 0 event\(s\) of type 'error' within 0.2 s"):
         inbox.wait_for(1, timeout=0.2)
+
+
+def test_logs_and_client_reports_are_stored(inbox: InboxServer) -> None:
+    from sentry_sdk import logger as sentry_logger
+
+    init_sdk(inbox.dsn, enable_logs=True, environment="ci", before_send=lambda event, hint: None)
+    sentry_logger.info("order {order_id} shipped", order_id=7)
+    sentry_logger.error("disk almost full")
+    sentry_sdk.capture_message("dropped by before_send")
+    sentry_sdk.flush()
+
+    logs = inbox.wait_for(2, type="log")
+    assert [log["body"] for log in logs] == ["order 7 shipped", "disk almost full"]
+    assert [log["level"] for log in logs] == ["info", "error"]
+    assert logs[0]["attributes"]["sentry.message.template"]["value"] == "order {order_id} shipped"
+    (report,) = inbox.wait_for(1, type="client_report")
+    assert {"reason": "before_send", "category": "error", "quantity": 1} in report[
+        "discarded_events"
+    ]
+    assert inbox.events(type="error,default") == []
