@@ -252,3 +252,14 @@ def test_error_names_the_variable_actually_set(
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert str(caught.value) == expected
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEBUG", "")
+    monkeypatch.setenv("SENTRY_TRACES_SAMPLE_RATE", "")
+    monkeypatch.setenv("ENVIRONMENT", "staging")
+    monkeypatch.setenv("SENTRY_ENVIRONMENT", "")
+    settings = load_settings()
+    assert settings.debug is False
+    assert settings.environment == "staging"
+    assert settings.effective_traces_sample_rate == 0.5

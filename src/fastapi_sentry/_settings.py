@@ -95,6 +95,8 @@ class SentrySettings(BaseSettings):
         populate_by_name=True,
         validate_default=True,
         hide_input_in_errors=True,
+        # `DEBUG=` in a compose file means "not set", not "invalid"
+        env_ignore_empty=True,
     )
 
     dsn: SecretStr | None = Field(
