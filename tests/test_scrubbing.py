@@ -294,6 +294,36 @@ def test_logs_body_and_attributes() -> None:
     assert out["time_unix_nano"] == log["time_unix_nano"]
 
 
+def test_positional_log_parameters_are_masked_by_their_template() -> None:
+    """logging's ("token=%s", secret): only the template says what the parameter is."""
+    log = {
+        "body": "partner login with token=lt-881 for ann@example.com",
+        "attributes": {
+            "sentry.message.template": "partner login with token=%s for %s (%d tries)",
+            "sentry.message.parameter.0": "lt-881",
+            "sentry.message.parameter.1": "ann",
+            "sentry.message.parameter.2": 3,
+        },
+    }
+    attributes = Scrubber(send_default_pii=True).scrub_log(log)["attributes"]
+    assert attributes == {
+        "sentry.message.template": "partner login with token=%s for %s (%d tries)",
+        "sentry.message.parameter.0": F,
+        "sentry.message.parameter.1": "ann",
+        "sentry.message.parameter.2": 3,
+    }
+    event = {"logentry": {"message": "retry {} with api_key={}", "params": ["ORD-1", "k-9"]}}
+    assert Scrubber().scrub_event(event)["logentry"] == {
+        "message": "retry {} with api_key={}",
+        "params": ["ORD-1", F],
+    }
+
+
+def test_text_before_an_already_masked_value_is_kept() -> None:
+    raw = f"a=1&token={F}&password=x&b=2"
+    assert text(raw) == f"a=1&token={F}&password={F}&b=2"
+
+
 def test_input_is_never_modified() -> None:
     from tests.scrub_corpus import build_corpus
 

@@ -59,6 +59,8 @@ _SKIPPED_TOP_LEVEL = frozenset(
 # recur within an event and across events. Bounded, and cleared whole when full.
 TEXT_CACHE_SIZE = 4096
 TEXT_CACHE_MAX_LEN = 2048
+# printf-style and str.format placeholders in logging templates
+_PLACEHOLDER_RE = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdrifgeEGxXoc]|\{[^{}]*\}")
 _USER_PII_FIELDS = frozenset({"email", "username", "name", "geo"})
 _warned = False
 
@@ -147,6 +149,8 @@ class Scrubber:
             try:
                 if key == "user" and isinstance(value, dict):
                     out[key] = self._user(value)
+                elif key == "logentry" and isinstance(value, dict):
+                    out[key] = self._logentry(value)
                 else:
                     out[key] = self._field(key, value, 1)
             except Exception as e:  # must never break error reporting
@@ -162,6 +166,24 @@ class Scrubber:
     def scrub_log(self, log: dict[str, Any]) -> dict[str, Any]:
         """Scrub a log record as before_send_log receives it (body plus attributes)."""
         scrubbed: dict[str, Any] = self._guarded(log, "log")
+        original = log.get("attributes") if isinstance(log, dict) else None
+        attributes = scrubbed.get("attributes") if isinstance(scrubbed, dict) else None
+        if isinstance(attributes, dict) and isinstance(original, dict):
+            try:
+                template = original.get("sentry.message.template")
+                if isinstance(template, dict):  # the typed wire form {"value": ..., "type": ...}
+                    template = template.get("value")
+                masked = self._template_params(template)
+                if masked:
+                    attributes = dict(attributes)
+                    for i in masked:
+                        key = f"sentry.message.parameter.{i}"
+                        if key in attributes:
+                            attributes[key] = self._mask(attributes[key])
+                    scrubbed = {**scrubbed, "attributes": attributes}
+            except Exception as e:  # must never break error reporting
+                _warn_once(e, "log attributes")
+                scrubbed = {**scrubbed, "attributes": self._blind(attributes, 0)}
         return scrubbed
 
     def scrub_value(self, value: Any) -> Any:
@@ -191,6 +213,35 @@ class Scrubber:
             if out.get(key) is not None:
                 out[key] = self._mask(out[key])
         return out
+
+    def _logentry(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """logging's ("token=%s", [secret]): only the template says what a positional param is."""
+        out = self._dict(entry, 1)
+        params = out.get("params")
+        masked = self._template_params(entry.get("message"))
+        if masked and isinstance(params, (list, tuple)):
+            params = [self._mask(p) if i in masked else p for i, p in enumerate(params)]
+            out = {**out, "params": params}
+        return out
+
+    def _template_params(self, template: object) -> set[int]:
+        """Indexes of the placeholders a format template puts right after a sensitive key."""
+        if not isinstance(template, str) or ("%" not in template and "{" not in template):
+            return set()
+        count = 0
+
+        def marker(m: re.Match[str]) -> str:
+            nonlocal count
+            if m[0] == "%%":
+                return m[0]
+            count += 1
+            return f"zzparam{count - 1}zz"
+
+        probe = _PLACEHOLDER_RE.sub(marker, template)
+        if not count:
+            return set()
+        scanned = self._scan(probe)
+        return {i for i in range(count) if f"zzparam{i}zz" not in scanned}
 
     def _field(self, key: object, value: Any, depth: int) -> Any:
         kind = self._classify(key) if type(key) is str else self._classify(_key_text(key))
@@ -360,11 +411,12 @@ class Scrubber:
         reversed_s: str | None = None
         n = len(s)
         pieces: list[str] = []
-        pos = 0
+        pos = 0  # text before pos is in pieces
+        skip_to = 0  # separators inside a value already handled are not keys
         classify = self._classify
         for sep in d.SEPARATOR_RE.finditer(s):
             i = sep.start()
-            if i < pos or i == 0:
+            if i < skip_to or i == 0:
                 continue
             if reversed_s is None:
                 reversed_s = s[::-1]
@@ -382,12 +434,13 @@ class Scrubber:
                 continue
             group = "qval" if vm["qval"] is not None else "val"
             start, end = vm.span(group)
-            if s.startswith(self.replacement, start):
-                pos = start + len(self.replacement)
+            if s.startswith(self.replacement, start) or _PLACEHOLDER_RE.fullmatch(s, start, end):
+                # already masked, or a logging template's "token=%s" (its parameter is masked)
+                skip_to = end
                 continue
             pieces.append(s[pos:start])
             pieces.append(self.replacement)
-            pos = end
+            pos = skip_to = end
         if not pieces:
             return s
         pieces.append(s[pos:])
