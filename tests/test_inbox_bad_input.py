@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import resource
 import socket
 import time
@@ -289,3 +290,31 @@ def test_the_server_keeps_serving_after_bad_requests(inbox: InboxServer) -> None
             assert client.post(url, content=case.body, headers=encoding).status_code == case.status
         assert client.post(url, content=error_event(value="after")).status_code == 200
     assert inbox.issues()[0]["count"] == "2"
+
+
+def test_a_sender_that_disconnects_mid_body_changes_nothing_and_logs_no_error(
+    inbox: InboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert inbox.project is not None
+    caplog.set_level(logging.INFO, logger="fastapi_sentry.inbox")
+    before = snapshot(Path(inbox.db_path))
+    head = (
+        f"POST /api/{inbox.project.id}/envelope/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-Sentry-Auth: Sentry sentry_key={inbox.project.public_key}\r\n"
+        "Content-Length: 5000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", inbox.port), timeout=10) as sock:
+        sock.sendall(head.encode() + error_event()[:100])
+    deadline = time.monotonic() + 5
+    while "disconnected mid-body" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "disconnected mid-body" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert snapshot(Path(inbox.db_path)) == before
+    response = httpx.post(
+        f"{inbox.url}/api/{inbox.project.id}/envelope/",
+        content=error_event(),
+        headers=auth_headers(inbox.project.public_key),
+        timeout=10,
+    )
+    assert response.status_code == 200

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -270,6 +270,10 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
             else:
                 logger.info("Inbox refused %s (%d): %s", request.url.path, e.status_code, e)
             return error_response(e)
+        except ClientDisconnect:
+            # The sender gave up mid-body: nothing was stored and nobody is left to answer.
+            logger.info("Inbox request %s: the client disconnected mid-body", request.url.path)
+            return Response(status_code=400, headers={"Connection": "close"})
 
     return handler
 
