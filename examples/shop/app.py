@@ -39,8 +39,8 @@ from examples.shop.auth import InvalidTokenError, decode_token, issue_token, ver
 from examples.shop.external import ExternalServiceError, Provider
 from examples.shop.models import Order, Product, User, create_tables, seed, sessions
 from examples.shop.settings import ShopSettings
-from fastapi_sentry._health import add_health_check
-from fastapi_sentry._helpers import (
+from fastapi_sentry import (
+    add_health_check,
     capture_exception,
     capture_message,
     operation,
