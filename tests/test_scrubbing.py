@@ -138,6 +138,8 @@ BASIC = base64.b64encode(b"svc-user:s3cr3t-pw").decode()
         ("SELECT * FROM users WHERE password = 'sqlpw1'", "sqlpw1"),
         ("login --password=hunter22 --verbose", "hunter22"),
         ("Cookie: theme=dark; sid=s%3Aabc.def", "s%3Aabc.def"),
+        ("cookie: theme=dark; ajs_anonymous=c0ffee-42", "c0ffee-42"),  # a name that says nothing
+        ("Set-Cookie: prefs=u-99x7; Path=/; HttpOnly", "u-99x7"),
         ("card 4111 1111 1111 1111 declined", "4111 1111 1111 1111"),
         ("card 5555-5555-5555-4444", "5555-5555-5555-4444"),
         ("amex 378282246310005", "378282246310005"),

@@ -197,16 +197,18 @@ def containers(node: Any, found: list[Any]) -> list[Any]:
 
 
 @st.composite
-def planted_value(draw: st.DrawFn, written: str) -> Any:
+def planted_value(draw: st.DrawFn, written: str) -> tuple[Any, str]:
+    """The secret in one of its forms, and the benign text planted around it."""
     form = draw(st.sampled_from(["bare", "sentence", "bytes", "pair", "repr"]))
     if form == "bare":
-        return written
+        return written, ""
     if form == "bytes":
-        return written.encode()
+        return written.encode(), ""
     if form == "pair":
-        return ("x-upstream-detail", written)
-    sentence = draw(BENIGN_TEXT) + draw(DELIMS) + written + draw(DELIMS) + draw(BENIGN_TEXT)
-    return repr(sentence) if form == "repr" else sentence
+        return ("x-upstream-detail", written), ""
+    before, after = draw(BENIGN_TEXT) + draw(DELIMS), draw(DELIMS) + draw(BENIGN_TEXT)
+    sentence = before + written + after
+    return (repr(sentence) if form == "repr" else sentence), before + " " + after
 
 
 def plant(
@@ -248,8 +250,8 @@ def test_shaped_secrets_vanish_wherever_they_are_planted(
     family: str, tree: dict[str, Any], data: st.DataObject
 ) -> None:
     secret, written = data.draw(SHAPED[family], label=family)
-    value = data.draw(planted_value(written))
-    background = dumps(tree)
+    value, around = data.draw(planted_value(written))
+    background = dumps(tree) + around
     event = plant(data, tree, data.draw(BENIGN_KEYS), value)
     assert_gone(secret, event, background)
 
@@ -284,6 +286,6 @@ def test_scrubbing_never_raises_and_is_idempotent(
 ) -> None:
     family = data.draw(st.sampled_from(sorted(SHAPED)))
     _, written = data.draw(SHAPED[family])
-    event = plant(data, tree, "note", data.draw(planted_value(written)))
+    event = plant(data, tree, "note", data.draw(planted_value(written))[0])
     once = SCRUBBER.scrub_event(event)
     assert SCRUBBER.scrub_event(once) == once

@@ -456,11 +456,10 @@ class Scrubber:
         return d.KV_TUPLE_RE.sub(sub, s)
 
     def _cookie_sub(self, m: re.Match[str]) -> str:
-        return (
-            m[0]
-            if m["val"].startswith(self.replacement)
-            else m[0][: m.start("val") - m.start()] + self.replacement
-        )
+        # the whole header value goes, even after the key=value pass masked its first cookie
+        if m["val"].strip() == self.replacement:
+            return m[0]
+        return m[0][: m.start("val") - m.start()] + self.replacement
 
     def _keep_sub(self, m: re.Match[str]) -> str:
         return m["keep"] + self.replacement + m[0][m.end("secret") - m.start() :]
