@@ -337,3 +337,21 @@ def test_logs_and_client_reports_are_stored(inbox: InboxServer) -> None:
         "discarded_events"
     ]
     assert inbox.events(type="error,default") == []
+
+
+def test_the_inbox_does_not_trace_itself_when_the_sdk_shares_its_process(
+    inbox: InboxServer,
+) -> None:
+    """Under the pytest plugin the SDK (with its auto-enabled Starlette integration and tracing)
+    runs in the inbox's process; tracing the inbox's own requests would feed back forever."""
+    sentry_sdk.init(dsn=inbox.dsn, traces_sample_rate=1.0)
+    sentry_sdk.capture_message("one")
+    sentry_sdk.flush()
+    inbox.wait_for(1, type="default")
+    assert httpx.get(inbox.url + "/", timeout=10).status_code == 200
+    assert httpx.get(inbox.url + "/api/0/projects/", timeout=10).status_code == 200
+    assert httpx.get(inbox.url + "/no-such-page", timeout=10).status_code == 404
+    time.sleep(0.2)
+    sentry_sdk.flush()
+    assert [e["transaction"] for e in inbox.events(type="transaction")] == []
+    assert len(inbox.events(type="default")) == 1

@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from fastapi_sentry.inbox._app import create_app
 from fastapi_sentry.inbox._auth import is_loopback
@@ -65,9 +67,28 @@ def _resolve_token(host: str, token: str | None) -> str | None:
     return token
 
 
-def _config(app: Any) -> uvicorn.Config:
+class _Untraced:
+    """Serve the inbox without going through ``Starlette.__call__``.
+
+    sentry-sdk's Starlette integration patches that method to trace every request. Where the SDK
+    runs in the inbox's own process (the pytest plugin, a demo) each envelope the inbox receives
+    would become a transaction sent back to the inbox, and so on forever. The middleware stack is
+    what ``Starlette.__call__`` would run, minus that wrapper.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self.app
+        if self.app.middleware_stack is None:
+            self.app.middleware_stack = self.app.build_middleware_stack()
+        await self.app.middleware_stack(scope, receive, send)
+
+
+def _config(app: Starlette) -> uvicorn.Config:
     return uvicorn.Config(
-        app,
+        _Untraced(app),
         log_level="warning",
         access_log=False,
         lifespan="off",
