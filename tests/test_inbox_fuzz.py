@@ -95,6 +95,7 @@ def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxServer]:
     body=envelopes() | st.binary(max_size=200),
     encoding=st.sampled_from(["", "gzip", "deflate", "br", "identity", "zstd"]),
     lie=st.booleans(),
+    endpoint=st.sampled_from(["envelope", "store", "stream"]),
     auth=st.sampled_from(["good", "none", "garbage"])
     | st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=30),
 )
@@ -104,7 +105,7 @@ def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxServer]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_fuzzed_requests_never_get_a_500_and_the_server_stays_up(
-    inbox: InboxServer, body: bytes, encoding: str, lie: bool, auth: str
+    inbox: InboxServer, body: bytes, encoding: str, lie: bool, endpoint: str, auth: str
 ) -> None:
     assert inbox.project is not None
     sent = body if lie else encode(body, encoding)  # lie: header says compressed, body is not
@@ -112,9 +113,8 @@ def test_fuzzed_requests_never_get_a_500_and_the_server_stays_up(
     headers = {"Content-Encoding": encoding}
     if key:
         headers["X-Sentry-Auth"] = f"Sentry sentry_key={key}"
-    response = httpx.post(
-        f"{inbox.url}/api/{inbox.project.id}/envelope/", content=sent, headers=headers, timeout=10
-    )
+    path = "/stream" if endpoint == "stream" else f"/api/{inbox.project.id}/{endpoint}/"
+    response = httpx.post(inbox.url + path, content=sent, headers=headers, timeout=10)
     assert response.status_code < 500, response.text
     if response.status_code != 200:
         assert response.json()["detail"]
