@@ -71,14 +71,18 @@ def corpus_table() -> None:
     print()
 
 
-def timed(run: Callable[[int], None], iterations: int, batches: int) -> float:
-    """Median microseconds per call over `batches` batches of `iterations` calls."""
-    samples = []
+def interleaved(
+    runs: dict[str, Callable[[int], None]], iterations: int, batches: int
+) -> dict[str, float]:
+    """Median microseconds per call for each run, batches taken round-robin so that load from
+    other processes on the machine hits every column alike."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(batches):
-        start = time.perf_counter()
-        run(iterations)
-        samples.append((time.perf_counter() - start) / iterations * 1e6)
-    return statistics.median(samples)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(iterations)
+            samples[name].append((time.perf_counter() - start) / iterations * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def alloc_peak_kb(call: Callable[[], object]) -> float:
@@ -103,10 +107,10 @@ def on_copies(es: EventScrubber, event: Event, n: int, batches: int) -> Callable
 
 def speed_table(quick: bool) -> None:
     events = benchmark_events()
-    batches = 3 if quick else 5
+    batches = 5 if quick else 9
     counts = {"small": 200, "typical": 30, "large": 8} if quick else {
         "small": 1000, "typical": 100, "large": 25}  # fmt: skip
-    print("Microseconds per event (median of", batches, "batches; lower is better).\n")
+    print(f"Microseconds per event, median of {batches} interleaved batches (lower is better).\n")
     header = (
         f"| {'event':<8} | {'size':>7} | {'ours cold':>9} | {'ours warm':>9} | "
         f"{'EventScrubber':>13} | {'recursive=True':>14} | {'cold/rec':>8} | {'warm/rec':>8} | "
@@ -129,11 +133,18 @@ def speed_table(quick: bool) -> None:
             for _ in range(k):
                 s.scrub_event(e)
 
-        t_cold = timed(cold, n, batches)
-        scrubber.scrub_event(event)
-        t_warm = timed(warm, n, batches)
-        t_shallow = timed(on_copies(shallow, event, n, batches), n, batches)
-        t_deep = timed(on_copies(deep, event, n, batches), n, batches)
+        scrubber.scrub_event(event)  # so that the first "warm" batch is warm
+        t = interleaved(
+            {
+                "cold": cold,
+                "warm": warm,
+                "shallow": on_copies(shallow, event, n, batches),
+                "deep": on_copies(deep, event, n, batches),
+            },
+            n,
+            batches,
+        )
+        t_cold, t_warm, t_shallow, t_deep = t["cold"], t["warm"], t["shallow"], t["deep"]
 
         scrubber.clear_cache()
         a_ours = alloc_peak_kb(lambda: scrubber.scrub_event(event))  # noqa: B023

@@ -85,6 +85,22 @@ def test_seed_fields_are_all_masked() -> None:
     assert headers == dict.fromkeys(seed_fields, F)
 
 
+def test_text_scan_triggers_cover_every_sensitive_word() -> None:
+    """The key=value scan of strings is skipped unless a trigger fragment is present, so every word
+    the key rules react to must contain one ("ip" excepted: IP values are found by shape)."""
+    from fastapi_sentry import _detectors as det
+
+    triggers = det.KV_TRIGGERS + det.PII_TRIGGERS
+    words = (
+        set(det.SECRET_WORDS) | set(det.SECRET_SUFFIXES) | set(det.SECRET_INFIXES) | {"key", "keys"}
+        | (set(det.PII_WORDS) - {"ip", "ips", "ipv4", "ipv6"}) | set(det.PII_SUFFIXES)
+        | {"".join(pair) for pair in det.SECRET_PAIRS | det.PII_PAIRS}
+    )  # fmt: skip
+    assert sorted(w for w in words if not any(t in w for t in triggers)) == []
+    # and extra keys bring their own words
+    assert Scrubber(extra_keys=["tenant_pin", "zorg"]).scrub_value("x zorg=1") == f"x zorg={F}"
+
+
 def test_pii_keys_depend_on_send_default_pii() -> None:
     for key in ["email", "user_email", "username", "userName", "ip_address", "REMOTE_ADDR",
                 "x-real-ip", "client_ip"]:  # fmt: skip

@@ -120,7 +120,6 @@ def server_url(sentry_receiver: Receiver) -> Iterator[str]:
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
-@pytest.mark.slow
 def test_what_goes_over_the_wire_holds_no_planted_secret(
     server_url: str, sentry_receiver: Receiver
 ) -> None:

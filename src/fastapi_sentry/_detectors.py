@@ -296,6 +296,17 @@ def key_words(key: str) -> tuple[str, ...]:
     return tuple(words)
 
 
+# Every key the rules above call secret or personal contains one of these fragments (lower-cased);
+# the key=value text scan runs only on strings that do. "ip" is left out on purpose: it is in too
+# many words, and the values under such keys are IP addresses, which the value detectors find.
+KV_TRIGGERS = (
+    "pass", "pw", "secret", "token", "auth", "key", "cookie", "sess", "sid", "csrf", "xsrf",
+    "cred", "jwt", "bearer", "dsn", "forwarded", "otp", "pin", "cvv", "cvc", "ssn", "signature",
+    "symfony", "aiohttp", "card", "cc", "recovery", "security", "mfa",
+)  # fmt: skip
+PII_TRIGGERS = ("mail", "user", "login", "phone", "addr", "birth", "dob")
+
+
 def _has_sequence(words: tuple[str, ...], sequences: Iterable[tuple[str, ...]]) -> bool:
     for seq in sequences:
         n = len(seq)
@@ -384,7 +395,9 @@ KEY_FORMAT_RE = re.compile(
 SLACK_WEBHOOK_RE = re.compile(r"(?P<keep>hooks\.slack\.com/services/)(?P<secret>[A-Za-z0-9/_\-]+)")
 # Lookbehinds also accept an escape before the match: reprs of frame locals spell a newline "\\n".
 # One scan for every digit-shaped candidate (card numbers, IPv4 addresses); the callback decides.
-DIGIT_RUN_RE = re.compile(r"(?:(?<![\w.])|(?<=\\[nrt]))\d(?:(?:[ .\-+]|%20)?\d){3,22}(?![\w])")
+# It starts with \d so the regex engine can skip to digits fast; the "not glued to a word" check
+# happens in the callback (see `digits_stand_alone`).
+DIGIT_RUN_RE = re.compile(r"\d(?:(?:[ .\-+]|%20)?\d){3,22}(?![\w])")
 EMAIL_RE = re.compile(
     r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,24}"
 )
@@ -416,6 +429,17 @@ _CARD_IIN_RE = re.compile(
 
 
 _CARD_SEPARATORS = str.maketrans("", "", " -+")
+
+
+def digits_stand_alone(text: str, start: int) -> bool:
+    """A digit run counts only if it does not continue a word or a dotted number ("v2.4111...")."""
+    if start == 0:
+        return True
+    before = text[start - 1]
+    if before.isalnum() or before in "_.":
+        # "\\n4111..." in a repr: the "n" belongs to an escape
+        return start >= 2 and text[start - 2] == "\\" and before in "nrt"
+    return True
 
 
 def luhn_ok(digits: str) -> bool:

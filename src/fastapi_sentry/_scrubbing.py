@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -58,7 +58,7 @@ _SKIPPED_TOP_LEVEL = frozenset(
 # Results for short strings are remembered: the same source lines, frame locals and header values
 # recur within an event and across events. Bounded, and cleared whole when full.
 TEXT_CACHE_SIZE = 4096
-TEXT_CACHE_MAX_LEN = 2048
+TEXT_CACHE_MAX_LEN = 512
 # printf-style and str.format placeholders in logging templates
 _PLACEHOLDER_RE = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdrifgeEGxXoc]|\{[^{}]*\}")
 _USER_PII_FIELDS = frozenset({"email", "username", "name", "geo"})
@@ -124,6 +124,10 @@ class Scrubber:
         )
         self._classify = self._rules.classify
         self._cache: dict[str, str] = {}
+        triggers = d.KV_TRIGGERS + (() if self.send_default_pii else d.PII_TRIGGERS)
+        triggers += tuple(w for seq in self._rules.extra_sequences for w in seq)
+        self._triggers = tuple(dict.fromkeys(triggers))
+        self._has_trigger = _any_substring(self._triggers)
 
     @classmethod
     def from_settings(cls, settings: object) -> Scrubber:
@@ -371,7 +375,7 @@ class Scrubber:
 
     def _scan(self, s: str) -> str:
         repl = self.replacement
-        if "=" in s or ":" in s:
+        if ("=" in s or ":" in s) and self._has_trigger(s.lower()):
             s = self._key_values(s)
         if "(" in s and ("'" in s or '"' in s):
             s = self._tuple_pairs(s)
@@ -480,6 +484,8 @@ class Scrubber:
 
     def _digits_sub(self, m: re.Match[str]) -> str:
         text = m[0]
+        if not d.digits_stand_alone(m.string, m.start()):
+            return text
         if "." in text:
             if not self.send_default_pii and d.is_personal_ipv4(text):
                 return self.replacement
@@ -488,6 +494,20 @@ class Scrubber:
 
     def _ipv6_sub(self, m: re.Match[str]) -> str:
         return self.replacement if d.is_personal_ipv6(m[0]) else m[0]
+
+
+def _any_substring(words: tuple[str, ...]) -> Callable[[str], bool]:
+    """`lambda s: "pass" in s or "token" in s or ...`: a chain of `in` tests runs ~3x faster than
+    any() over a generator, and this runs on every string with a ":" or "="."""
+    if not all(_TRIGGER_WORD.fullmatch(w) for w in words):
+        return lambda s: any(w in s for w in words)
+    source = "lambda s: " + (" or ".join(f"{w!r} in s" for w in words) or "False")
+    # the source holds only repr()s of [a-z0-9] words, checked above
+    check: Callable[[str], bool] = eval(source, {"__builtins__": {}})  # noqa: S307
+    return check
+
+
+_TRIGGER_WORD = re.compile(r"[a-z0-9]+")
 
 
 def _key_text(key: object) -> str:
