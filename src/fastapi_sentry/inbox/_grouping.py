@@ -62,28 +62,28 @@ def _frame_location(frame: dict[str, Any]) -> str:
     return as_str(frame.get("module")) or as_str(frame.get("filename")) or "?"
 
 
-def message_template(event: dict[str, Any]) -> str:
-    """The message with its parameters left out: logentry.message is the format string."""
+def _message_fields(event: dict[str, Any]) -> dict[str, str]:
+    """The message's template and formatted text, from ``logentry`` or ``message`` (a string or,
+    in older SDKs, an object)."""
     logentry = as_dict(event.get("logentry"))
     message = event.get("message")
-    return (
-        as_str(logentry.get("message"))
-        or as_str(as_dict(message).get("message"))
-        or as_str(message)
-        or as_str(logentry.get("formatted"))
-        or as_str(as_dict(message).get("formatted"))
-    )
+    fields = as_dict(message)
+    return {
+        "template": as_str(logentry.get("message")) or as_str(fields.get("message")),
+        "formatted": as_str(logentry.get("formatted")) or as_str(fields.get("formatted")),
+        "plain": as_str(message),
+    }
+
+
+def message_template(event: dict[str, Any]) -> str:
+    """The message with its parameters left out: logentry.message is the format string."""
+    m = _message_fields(event)
+    return m["template"] or m["plain"] or m["formatted"]
 
 
 def formatted_message(event: dict[str, Any]) -> str:
-    logentry = as_dict(event.get("logentry"))
-    message = event.get("message")
-    return (
-        as_str(logentry.get("formatted"))
-        or as_str(as_dict(message).get("formatted"))
-        or as_str(message)
-        or message_template(event)
-    )
+    m = _message_fields(event)
+    return m["formatted"] or m["plain"] or m["template"]
 
 
 def _default_components(event: dict[str, Any], chain: list[dict[str, Any]]) -> list[str]:
