@@ -153,3 +153,31 @@ def test_project_dsn_format() -> None:
     project = Project(id=3, name="x", public_key="abc123")
     assert project.dsn("http://127.0.0.1:8969") == "http://abc123@127.0.0.1:8969/3"
     assert project.dsn("http://[::1]:8969/") == "http://abc123@[::1]:8969/3"
+
+
+def test_browser_sdks_may_post_cross_origin_but_not_read(inbox: InboxServer) -> None:
+    assert inbox.project is not None
+    url = f"{inbox.url}/api/{inbox.project.id}/envelope/"
+    origin = {"Origin": "http://localhost:5173"}
+    preflight = httpx.request(
+        "OPTIONS",
+        url,
+        headers={**origin, "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "x-sentry-auth" in preflight.headers["access-control-allow-headers"].lower()
+    posted = httpx.post(
+        f"{url}?sentry_key={inbox.project.public_key}",
+        content=error_event(),
+        headers=origin,
+        timeout=10,
+    )
+    assert posted.status_code == 200
+    assert posted.headers["access-control-allow-origin"] == "*"
+    refused = httpx.post(url, content=error_event(), headers=origin, timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "*"  # the page can read why
+    read = httpx.get(f"{inbox.url}/api/0/projects/", headers=origin, timeout=10)
+    assert "access-control-allow-origin" not in read.headers

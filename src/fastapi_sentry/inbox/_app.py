@@ -278,6 +278,45 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
     return handler
 
 
+INGEST_PATHS = (
+    "/api/{project_id}/envelope/",
+    "/api/{project_id}/envelope",
+    "/api/{project_id}/store/",
+    "/api/{project_id}/store",
+    "/stream",
+)
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Retry-After, X-Sentry-Rate-Limits",
+}
+
+
+async def _preflight(request: Request) -> Response:
+    return Response(
+        status_code=200,
+        headers={
+            **_CORS,
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": (
+                "Content-Type, Content-Encoding, X-Sentry-Auth, Authorization, Baggage, "
+                "Sentry-Trace"
+            ),
+            "Access-Control-Max-Age": "3600",
+        },
+    )
+
+
+def _with_cors(route: Route) -> Route:
+    endpoint = route.endpoint
+
+    async def with_cors(request: Request) -> Response:
+        response: Response = await endpoint(request)
+        response.headers.update(_CORS)
+        return response
+
+    return Route(route.path, with_cors, methods=["POST"])
+
+
 def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
     """The inbox as an ASGI app over ``store``; ``token`` protects the web pages and JSON API."""
     app = _App(store, token)
@@ -295,5 +334,8 @@ def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
         ("/api/0/issues/{issue_id}/events/latest/", app.api_issue_latest, "GET"),
     ]
     routes = [Route(path, _guarded(fn), methods=[method]) for path, fn, method in api]
+    # Browser SDKs (a frontend beside the FastAPI service) post cross-origin, like to Sentry.
+    routes = [_with_cors(route) if route.path in INGEST_PATHS else route for route in routes]
+    routes += [Route(path, _preflight, methods=["OPTIONS"]) for path in INGEST_PATHS]
     routes += web_routes(store, token)
     return Starlette(routes=routes)
