@@ -403,7 +403,8 @@ class Scrubber:
             s = d.KEY_FORMAT_RE.sub(repl, s)
         if "hooks.slack.com" in s:
             s = d.SLACK_WEBHOOK_RE.sub(self._keep_sub, s)
-        s = d.DIGIT_RUN_RE.sub(self._digits_sub, s)
+        if d.DIGIT_HINT_RE.search(s):
+            s = d.DIGIT_RUN_RE.sub(self._digits_sub, s)
         if not self.send_default_pii and ("::" in s or s.count(":") >= 7):
             s = d.IPV6_RE.sub(self._ipv6_sub, s)
         for rx in self._patterns:
