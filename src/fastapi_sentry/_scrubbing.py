@@ -347,8 +347,10 @@ class Scrubber:
     def _blind(self, value: Any, depth: int) -> Any:
         """Fallback for a part that could not be inspected: keep shape and numbers, mask text."""
         try:
-            if value is None or isinstance(value, (bool, int, float)):
+            if value is None or isinstance(value, (bool, float)):
                 return value
+            if isinstance(value, int):
+                return self.replacement if d.is_card_number(str(value)) else value
             if depth > MAX_DEPTH:
                 return self.replacement
             if isinstance(value, Mapping):
