@@ -3,15 +3,15 @@
     .venv/bin/python benchmarks/bench_scrubbing.py [--quick]
 
 Prints two tables:
-1. the planted-secret corpus (tests/scrub_corpus.py) scored for our Scrubber, sentry-sdk's
-   EventScrubber (default and recursive=True) and the seeds' top-level filter;
-2. microseconds per event for a small, a typical (30 frames with locals, 50 breadcrumbs, 5 KB body)
+1. microseconds per event for a small, a typical (30 frames with locals, 50 breadcrumbs, 5 KB body)
    and a large event. "cold" clears the Scrubber's string cache before every event (nothing
    remembered from earlier events, only repeats within the event help); "warm" is the steady state
    when the same code paths keep failing. EventScrubber mutates its input, so it gets a fresh deep
    copy per iteration, made outside the timed region. Peak RSS of the process and the peak of
    memory allocated during one call (tracemalloc, measured in a separate untimed pass) sit beside
-   the speed figures.
+   the speed figures;
+2. the planted-secret corpus (tests/scrub_corpus.py) scored for our Scrubber, sentry-sdk's
+   EventScrubber (default and recursive=True) and the seeds' top-level filter.
 """
 
 from __future__ import annotations
@@ -71,17 +71,21 @@ def corpus_table() -> None:
     print()
 
 
-def interleaved(
-    runs: dict[str, Callable[[int], None]], iterations: int, batches: int
-) -> dict[str, float]:
+Run = Callable[[int], Callable[[], None]]
+
+
+def interleaved(runs: dict[str, Run], iterations: int, batches: int) -> dict[str, float]:
     """Median microseconds per call for each run, batches taken round-robin so that load from
-    other processes on the machine hits every column alike."""
+    other processes on the machine hits every column alike. A run is prepared untimed (it gets
+    the batch size) and returns the callable that is timed."""
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(batches):
-        for name, run in runs.items():
+        for name, prepare in runs.items():
+            batch = prepare(iterations)
             start = time.perf_counter()
-            run(iterations)
+            batch()
             samples[name].append((time.perf_counter() - start) / iterations * 1e6)
+            del batch
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -94,15 +98,32 @@ def alloc_peak_kb(call: Callable[[], object]) -> float:
         tracemalloc.stop()
 
 
-def on_copies(es: EventScrubber, event: Event, n: int, batches: int) -> Callable[[int], None]:
-    """EventScrubber mutates: each batch gets its own deep copies, made here, outside the timing."""
-    pending = [[copy.deepcopy(event) for _ in range(n)] for _ in range(batches)]
+def on_copies(es: EventScrubber, event: Event) -> Run:
+    """EventScrubber mutates: each batch gets its own deep copies, made untimed, just before."""
 
-    def run(k: int) -> None:
-        for c in pending.pop()[:k]:
-            es.scrub_event(c)  # type: ignore[arg-type]
+    def prepare(k: int) -> Callable[[], None]:
+        copies = [copy.deepcopy(event) for _ in range(k)]
 
-    return run
+        def batch() -> None:
+            for c in copies:
+                es.scrub_event(c)  # type: ignore[arg-type]
+
+        return batch
+
+    return prepare
+
+
+def repeat(scrubber: Scrubber, event: Event, *, cold: bool) -> Run:
+    def prepare(k: int) -> Callable[[], None]:
+        def batch() -> None:
+            for _ in range(k):
+                if cold:
+                    scrubber.clear_cache()
+                scrubber.scrub_event(event)
+
+        return batch
+
+    return prepare
 
 
 def speed_table(quick: bool) -> None:
@@ -124,22 +145,13 @@ def speed_table(quick: bool) -> None:
         shallow = EventScrubber(send_default_pii=False)
         deep = EventScrubber(recursive=True, send_default_pii=False)
 
-        def cold(k: int, s: Scrubber = scrubber, e: Event = event) -> None:
-            for _ in range(k):
-                s.clear_cache()
-                s.scrub_event(e)
-
-        def warm(k: int, s: Scrubber = scrubber, e: Event = event) -> None:
-            for _ in range(k):
-                s.scrub_event(e)
-
         scrubber.scrub_event(event)  # so that the first "warm" batch is warm
         t = interleaved(
             {
-                "cold": cold,
-                "warm": warm,
-                "shallow": on_copies(shallow, event, n, batches),
-                "deep": on_copies(deep, event, n, batches),
+                "cold": repeat(scrubber, event, cold=True),
+                "warm": repeat(scrubber, event, cold=False),
+                "shallow": on_copies(shallow, event),
+                "deep": on_copies(deep, event),
             },
             n,
             batches,
@@ -163,9 +175,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
     args = parser.parse_args()
-    print(f"Python {sys.version.split()[0]}, sentry-sdk {_sdk_version()}\n")
-    corpus_table()
+    print(f"Python {sys.version.split()[0]}, sentry-sdk {_sdk_version()}")
+    print(f"peak RSS after imports: {peak_rss_mb():.0f} MB\n")
+    # speed first: the process's peak RSS only grows, and the corpus run holds 400 events
     speed_table(args.quick)
+    corpus_table()
 
 
 def _sdk_version() -> str:
