@@ -76,6 +76,8 @@ def test_issue_and_event_endpoints_use_sentry_field_names(inbox: InboxServer) ->
         ("/api/0/issues/abc/events/latest/", 404, "There is no issue 'abc'"),
         ("/api/0/projects/42/issues/", 404, "There is no project 42"),
         ("/api/0/projects/1/events/?limit=0", 400, "limit='0' must be an integer from 1 to 10000"),
+        ("/api/1/envelope//", 404, "There is no GET '/api/1/envelope//' on this inbox"),
+        ("/api/1/envelope/", 405, "'/api/1/envelope/' does not accept GET."),
     ],
 )
 def test_api_errors_are_json_sentences(

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -48,11 +49,13 @@ class JSONResponse(Response):
         return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
-def error_response(error: InboxError) -> JSONResponse:
+def error_response(error: InboxError, status_code: int | None = None) -> JSONResponse:
     # Close the connection: the rest of a refused body is never read, and must not be parsed as
     # the next request either.
     return JSONResponse(
-        error.to_json(), status_code=error.status_code, headers={"Connection": "close"}
+        error.to_json(),
+        status_code=status_code or error.status_code,
+        headers={"Connection": "close"},
     )
 
 
@@ -338,4 +341,22 @@ def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
     routes = [_with_cors(route) if route.path in INGEST_PATHS else route for route in routes]
     routes += [Route(path, _preflight, methods=["OPTIONS"]) for path in INGEST_PATHS]
     routes += web_routes(store, token)
-    return Starlette(routes=routes)
+    starlette = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    # A redirect answers a POST with nothing stored and nothing said: unknown paths get a 404.
+    starlette.router.redirect_slashes = False
+    return starlette
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 as JSON sentences, like every other refusal of the inbox."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        message = (
+            f"There is no {request.method} {request.url.path!r} on this inbox; SDKs post to "
+            "/api/<project id>/envelope/ and the JSON API lives under /api/0/."
+        )
+    elif status == 405:
+        message = f"{request.url.path!r} does not accept {request.method}."
+    else:
+        message = f"The request was refused ({status})."
+    return error_response(InboxError(message, where="path"), status_code=status)
