@@ -65,8 +65,18 @@ class Checkout(BaseModel):
     contact: str
 
 
-def make_app() -> FastAPI:
+def make_app(dsn: str) -> FastAPI:
     app = FastAPI()
+    # before the routes: sentry-sdk's FastAPI integration attaches the request body only to routes
+    # declared after sentry_sdk.init
+    fastapi_sentry.install(
+        app,
+        dsn=dsn,
+        environment="test",
+        enable_tracing=True,
+        traces_sample_rate=1.0,
+        enable_logs=True,
+    )
 
     @app.post("/orders/{order_id}/checkout")
     async def checkout(order_id: str, body: Checkout, request: Request) -> dict[str, str]:
@@ -90,15 +100,7 @@ def make_app() -> FastAPI:
 
 @pytest.fixture
 def server_url(sentry_receiver: Receiver) -> Iterator[str]:
-    app = make_app()
-    fastapi_sentry.install(
-        app,
-        dsn=sentry_receiver.dsn,
-        environment="test",
-        enable_tracing=True,
-        traces_sample_rate=1.0,
-        enable_logs=True,
-    )
+    app = make_app(sentry_receiver.dsn)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -159,6 +161,12 @@ def test_what_goes_over_the_wire_holds_no_planted_secret(
     assert "[Filtered]" in event["exception"]["values"][-1]["value"]
     assert "ORD-2024-118734" in event["exception"]["values"][-1]["value"]
     assert event["request"]["query_string"] == "token=[Filtered]&page=2"
+    assert event["request"]["data"] == {
+        "sku": "SKU-88172-BLK",
+        "password": "[Filtered]",
+        "card": "[Filtered]",
+        "contact": "[Filtered]",
+    }
     assert event["request"]["headers"]["x-request-id"] == REQUEST_ID
     # and the places the secrets travelled really were there to scrub
     frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
