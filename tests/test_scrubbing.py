@@ -501,3 +501,13 @@ def test_importing_the_scrubber_does_not_import_sentry_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_breadcrumb_timestamps_stay_datetimes() -> None:
+    import datetime as dt
+
+    from fastapi_sentry._scrubbing import Scrubber
+
+    stamp = dt.datetime.now(dt.timezone.utc)
+    crumb = Scrubber().scrub_breadcrumb({"timestamp": stamp, "message": "loaded basket"})
+    assert crumb["timestamp"] is stamp

@@ -11,6 +11,7 @@ before_send_transaction, before_breadcrumb and before_send_log, and testable wit
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -279,7 +280,8 @@ class Scrubber:
             return self._dict(dict(value), depth)
         if isinstance(value, (list, tuple, set, frozenset)):
             return self._list(list(value), depth)
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float, datetime.date, datetime.time, datetime.timedelta)):
+            # breadcrumb timestamps arrive as datetimes; their repr would break sorting
             return value
         # An object sentry-sdk has not serialized yet: it would be sent as its repr, so scrub that.
         return self._text(repr(value))
