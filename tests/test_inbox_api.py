@@ -64,6 +64,10 @@ def test_issue_and_event_endpoints_use_sentry_field_names(inbox: InboxServer) ->
     assert transaction["groupID"] is None
     both = httpx.get(events, params={"type": "error,transaction"}, timeout=10).json()
     assert len(both) == 2
+    assert len(httpx.get(events, params={"environment": "ci"}, timeout=10).json()) == 2
+    assert httpx.get(events, params={"environment": "prod"}, timeout=10).json() == []
+    by_level = httpx.get(events, params={"level": "error"}, timeout=10).json()
+    assert [e["type"] for e in by_level] == ["error"]
 
     (project,) = httpx.get(f"{base}/projects/", timeout=10).json()
     assert project["id"] == str(inbox.project.id)

@@ -254,6 +254,9 @@ class _App:
             self.store.events(
                 project_id=project.id,
                 type=request.query_params.get("type"),
+                environment=request.query_params.get("environment"),
+                release=request.query_params.get("release"),
+                level=request.query_params.get("level"),
                 limit=self._limit(request),
                 newest_first=True,
             )

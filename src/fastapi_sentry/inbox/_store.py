@@ -368,10 +368,18 @@ class InboxStore:
         limit: int | None = None,
         newest_first: bool = False,
         issue_id: int | None = None,
+        environment: str | None = None,
+        release: str | None = None,
+        level: str | None = None,
     ) -> list[dict[str, Any]]:
         """Stored events as their full JSON plus ``eventID``, ``groupID``, ``type``, ``projectID``
         and ``dateReceived``. ``type`` may list several types separated by commas."""
-        where, params = _event_filter(project_id, type, issue_id)
+        where, params = _event_filter(
+            project_id,
+            type,
+            issue_id,
+            {"environment": environment, "release": release, "level": level},
+        )
         order = "DESC" if newest_first else "ASC"
         columns = "id, project_id, type, event_id, issue_id, received, data, raw"
         sql = f"SELECT {columns} FROM events {where} ORDER BY id {order}"  # noqa: S608
@@ -574,10 +582,17 @@ _ISSUE_COLUMNS = (
 
 
 def _event_filter(
-    project_id: int | None, type: str | None, issue_id: int | None = None
+    project_id: int | None,
+    type: str | None,
+    issue_id: int | None = None,
+    columns: dict[str, str | None] | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
+    for column, value in (columns or {}).items():
+        if value and column in ("environment", "release", "level"):
+            clauses.append(f"{column} = ?")
+            params.append(value)
     if project_id is not None:
         clauses.append("project_id = ?")
         params.append(project_id)
