@@ -104,3 +104,15 @@ def test_user_key_prefers_id_then_username_email_ip() -> None:
     assert user_key({"user": {"email": "a@b", "ip_address": "1.2.3.4"}}) == "email:a@b"
     assert user_key({"user": {"ip_address": "1.2.3.4"}}) == "ip_address:1.2.3.4"
     assert user_key({"user": "nobody"}) is None
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    from fastapi_sentry.inbox._store import percentile
+
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.95) == 95.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) == 0.0
+    assert percentile([1.0, 2.0, 3.0], 0.5) == 2.0
