@@ -151,6 +151,13 @@ class _BrotliDecoder:
                 "install fastapi-sentry[inbox].",
                 where="Content-Encoding header",
             ) from e
+        if not hasattr(brotli.Decompressor, "can_accept_more_data"):
+            # Before 1.2 brotli could not bound its output: one small body could inflate to GBs.
+            raise UnsupportedEncodingError(
+                f"brotli {getattr(brotli, '__version__', '?')} cannot decompress with a size "
+                "limit; install brotli>=1.2 (pip install 'fastapi-sentry[inbox]') or send gzip.",
+                where="Content-Encoding header",
+            )
         self._brotli = brotli
         self._obj = brotli.Decompressor()
         self._limit = limit
