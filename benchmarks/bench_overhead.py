@@ -364,9 +364,8 @@ def run_one(
                 server.wait(5)
     seconds = result["duration_us"] / 1e6
     result["rps"] = round(result["requests"] / seconds, 1)
-    result["server_cpu_us_per_request"] = round(cpu * 1e6 / max(result["requests"], 1), 1)
-    if result["status_errors"] or result["socket_errors"]:
-        raise RuntimeError(f"config {config} on {path}: errors in the load run: {result}")
+    requests = result["requests"]
+    result["server_cpu_us_per_request"] = round(cpu * 1e6 / requests, 1) if requests else None
     return result
 
 
@@ -445,15 +444,21 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
 
 def _table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = [
-        f"{'endpoint':<10} {'cfg':<3} {'configuration':<66} {'requests':>9} {'req/s':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10} {'peak RSS MB':>11}"
+        f"{'endpoint':<10} {'cfg':<3} {'configuration':<66} {'requests':>9} {'req/s':>7} "
+        f"{'(range over rounds)':>19} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10} "
+        f"{'peak RSS MB':>11} {'errors':>6}"
     ]
     for endpoint, by_config in results.items():
         for config, r in by_config.items():
+            head = f"{endpoint:<10} {config:<3} {CONFIGS[config]:<66} {r['requests']:>9}"
+            if not r["requests"]:
+                lines.append(f"{head} {'stalled: no request completed':>37}")
+                continue
+            spread = f"{min(r['rps_all_rounds']):.0f}-{max(r['rps_all_rounds']):.0f}"
             lines.append(
-                f"{endpoint:<10} {config:<3} {CONFIGS[config]:<66} {r['requests']:>9} "
-                f"{r['rps']:>8.0f} {r['p50_us'] / 1000:>7.2f} {r['p99_us'] / 1000:>7.2f} "
-                f"{r['server_cpu_us_per_request']:>10.0f} {r['peak_rss_mb']:>11.1f}"
+                f"{head} {r['rps']:>7.0f} {spread:>19} {r['p50_us'] / 1000:>7.2f} "
+                f"{r['p99_us'] / 1000:>7.2f} {r['server_cpu_us_per_request']:>10.0f} "
+                f"{r['peak_rss_mb']:>11.1f} {r['status_errors'] + r['socket_errors']:>6}"
             )
     lines.append("")
     lines.append(f"{'ratio':<8} {'endpoint':<10} {'req/s':>7} {'CPU':>7} {'target':>8}  met")
@@ -462,13 +467,19 @@ def _table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             if numerator not in by_config or denominator not in by_config:
                 continue
             top, bottom = by_config[numerator], by_config[denominator]
-            if not bottom["rps"] or not top["server_cpu_us_per_request"]:
+            shown = "" if target is None else f"{target:.2f}"
+            if not top["requests"] or not bottom["requests"]:
+                stalled = numerator if not top["requests"] else denominator
+                met = "-" if target is None else ("yes" if stalled == denominator else "NO")
+                lines.append(
+                    f"({numerator})/({denominator}) {endpoint:<10} ({stalled}) stalled"
+                    f"{shown:>13}  {met}"
+                )
                 continue
             ratio = top["rps"] / bottom["rps"]
             # CPU per request, inverted so that higher is better like the throughput ratio
             cpu = bottom["server_cpu_us_per_request"] / top["server_cpu_us_per_request"]
             met = "-" if target is None else ("yes" if ratio >= target else "NO")
-            shown = "" if target is None else f"{target:.2f}"
             lines.append(
                 f"({numerator})/({denominator}) {endpoint:<10} {ratio:>7.3f} {cpu:>7.3f} "
                 f"{shown:>8}  {met}"
@@ -480,7 +491,9 @@ def _ratios(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str
     found: dict[str, dict[str, float]] = {}
     for endpoint, by_config in results.items():
         for numerator, denominator, _ in RATIOS:
-            if numerator in by_config and by_config.get(denominator, {}).get("rps"):
+            if by_config.get(numerator, {}).get("rps") and by_config.get(denominator, {}).get(
+                "rps"
+            ):
                 found.setdefault(endpoint, {})[f"{numerator}/{denominator}"] = round(
                     by_config[numerator]["rps"] / by_config[denominator]["rps"], 4
                 )
@@ -568,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"round {round_number + 1}/{args.rounds} {endpoint:<9} ({config}) "
                         f"{result['rps']:>8.0f} req/s  p99 {result['p99_us'] / 1000:6.2f} ms  "
-                        f"{result['server_cpu_us_per_request']:5.0f} CPU µs/req",
+                        f"{result['server_cpu_us_per_request'] or 0:5.0f} CPU µs/req  "
+                        f"errors {result['status_errors'] + result['socket_errors']}",
                         flush=True,
                     )
     finally:
