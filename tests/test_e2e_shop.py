@@ -459,3 +459,16 @@ def test_planted_secrets_are_absent_from_the_whole_inbox_database(shop_run: Run)
         name: value for name, value in shop_run.secrets.planted().items() if value.encode() in raw
     }
     assert not leaked, f"secrets found in the inbox database: {sorted(leaked)}"
+
+
+def test_request_body_query_and_headers_are_attached_with_secrets_masked(shop_run: Run) -> None:
+    login = _events_of(shop_run, "UnsupportedHashError")[0]["request"]
+    # the body is there (install() ran before the routes were declared), its values masked
+    assert set(login["data"]) == {"email", "password"}
+    assert shop_run.secrets.password not in json.dumps(login["data"])
+    assert login["headers"]["x-api-key"] != shop_run.secrets.header_api_key
+    (shipping,) = _events_of(shop_run, "ShippingRateMissingError")
+    query = shipping["request"]["query_string"]
+    assert "country=ZZ" in query
+    assert "api_key=" in query
+    assert shop_run.secrets.query_api_key not in query

@@ -134,6 +134,14 @@ def create_app(settings: ShopSettings | None = None, *, with_sentry: bool = True
     app.state.provider = Provider(settings)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
+    if with_sentry:
+        # The one line: error tracking, tracing, request ids, users, scrubbing, /health.
+        # Before the routes: sentry-sdk attaches request bodies only to routes declared after it.
+        fastapi_sentry.install(app)
+        add_health_check(app, "database", lambda: _database_ok(settings))
+        if cache is not None:
+            add_health_check(app, "redis", cache.ping, critical=False)
+
     @app.get("/api/hello")
     async def hello() -> dict[str, str]:
         return {"service": "shop", "status": "ok"}
@@ -250,14 +258,6 @@ def create_app(settings: ShopSettings | None = None, *, with_sentry: bool = True
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "Unknown webhook type")
         return {"status": "accepted"}
 
-    if with_sentry:
-        # The one line: error tracking, tracing, request ids, users, scrubbing, /health.
-        # Last, so that /health and /sentry/status come after the app's own routes, which
-        # are then matched first.
-        fastapi_sentry.install(app)
-        add_health_check(app, "database", lambda: _database_ok(settings))
-        if cache is not None:
-            add_health_check(app, "redis", cache.ping, critical=False)
     return app
 
 
