@@ -36,7 +36,7 @@ import sentry_sdk
 from fastapi import FastAPI
 
 from fastapi_sentry import install
-from tests.support.receiver import decompress
+from tests.support.receiver import decompress, parse_envelope
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -64,6 +64,11 @@ class Arrival:
     at: float
     body: bytes
     encoding: str
+
+
+def envelope_item_types(arrival: Arrival) -> set[str]:
+    envelope = parse_envelope(decompress(arrival.body, arrival.encoding))
+    return {str(headers.get("type")) for headers, _ in envelope.items}
 
 
 class FaultReceiver:
@@ -212,6 +217,12 @@ class FaultReceiver:
             return sum(
                 1 for a in self.arrivals if a.at >= since and (mode is None or a.mode == mode)
             )
+
+    def count_carrying(self, item_types: set[str], mode: Mode, since: float = 0.0) -> int:
+        """Requests in `mode` whose envelope holds an item of one of `item_types`."""
+        with self._lock:
+            arrivals = [a for a in self.arrivals if a.at >= since and a.mode == mode]
+        return sum(1 for a in arrivals if item_types & envelope_item_types(a))
 
     def delivered_text(self, since: float = 0.0) -> str:
         """Decompressed bodies of the requests that were answered 200 (healthy or slow)."""
