@@ -12,7 +12,7 @@ import pytest
 import sentry_sdk
 import sentry_sdk.utils
 
-from fastapi_sentry import _setup
+from fastapi_sentry import _helpers, _setup
 from tests.support.receiver import Receiver
 
 #: Variables the settings read; a developer's own values must never leak into a test.
@@ -52,6 +52,7 @@ def reset_sentry() -> Iterator[None]:
         sentry_sdk.get_isolation_scope().clear()
         sentry_sdk.get_current_scope().clear()
         _setup.reset()
+        _helpers._last_event_id = None
     if swallowed:
         kinds = ", ".join(repr(info[1]) for info in swallowed)
         pytest.fail(f"sentry-sdk swallowed an internal error during the test: {kinds}")

@@ -186,7 +186,7 @@ def test_a_failing_init_is_logged_and_the_worker_keeps_starting(
 
 
 def _failing_task(app: Celery) -> Any:
-    @app.task(name="unit.fails", bind=True)
+    @app.task(name="unit.fails", bind=True, shared=False)
     def fails(self: Any, label: str) -> None:
         raise LookupError(f"missing {label}")
 
@@ -291,13 +291,13 @@ def test_an_eager_task_that_keeps_failing_is_reported_once(
 
     if style == "autoretry_for":
 
-        @app.task(name="unit.eager", autoretry_for=(ValueError,), max_retries=2)
+        @app.task(name="unit.eager", autoretry_for=(ValueError,), max_retries=2, shared=False)
         def eager() -> None:
             raise ValueError("eager failure")
 
     else:
 
-        @app.task(name="unit.eager", bind=True, max_retries=2)
+        @app.task(name="unit.eager", bind=True, max_retries=2, shared=False)
         def eager(self: Any) -> None:
             try:
                 raise ValueError("eager failure")

@@ -282,7 +282,7 @@ def test_a_failing_task_carries_the_trace_of_the_request_that_enqueued_it(
     producer = Celery("web-producer", broker=redis_url, set_as_current=False)
     producer.conf.task_default_queue = celery_run.queue
 
-    @producer.task(name="tests.fails")
+    @producer.task(name="tests.fails", shared=False)
     def fails(label: str) -> None:
         raise AssertionError("runs in the worker, never here")
 

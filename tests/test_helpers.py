@@ -599,7 +599,7 @@ def test_helpers_inside_a_celery_task_on_a_real_worker(
         integrations=[CeleryIntegration()],
     )
 
-    @app.task(name="audit.scan")
+    @app.task(name="audit.scan", shared=False)
     def scan(audit_id: str) -> None:
         track_business_event("scan.started", audit_id=audit_id)
         try:

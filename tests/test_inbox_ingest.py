@@ -151,7 +151,7 @@ def test_a_celery_beat_check_in_is_stored(inbox: InboxServer) -> None:
     app = Celery("inbox_beat_test", broker="memory://", set_as_current=False)
     app.conf.task_always_eager = True
 
-    @app.task(name="tests.inbox.nightly")
+    @app.task(name="tests.inbox.nightly", shared=False)
     def nightly() -> str:
         return "done"
 
