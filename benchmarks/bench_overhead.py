@@ -385,18 +385,43 @@ def _function(frame: str) -> str:
     return f"{where.rsplit('/', 1)[-1].split(':')[0]}:{function}"
 
 
-def profile_summary(collapsed: Path, top: int = 22) -> str:
-    """Which Sentry functions own the GIL-holding samples.
+#: Where Sentry's per-request work goes; a sample belongs to the innermost Sentry frame that
+#: matches one of these (function-name fragments), checked from the leaf up.
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("fastapi-sentry: scrubbing", ("_scrubbing.py", "before_send")),
+    ("fastapi-sentry: request context middleware", ("_middleware.py", "_users.py")),
+    ("fastapi-sentry: traces sampler", ("_filters.py",)),
+    ("transport thread: envelope, gzip, HTTP", ("worker.py", "transport.py", "envelope.py")),
+    (
+        "sampled transactions: finish, serialise",
+        ("Transaction.finish", "capture_event", "_prepare_event", "serializer.py"),
+    ),
+    ("release-health sessions", ("session", "Session")),
+    (
+        "trace start: continue_trace, transaction, sampling",
+        ("continue_trace", "start_transaction", "Transaction.__init__", "sampl", "Propagation"),
+    ),
+    ("profiler", ("profiler",)),
+    ("scope fork / lookups", ("isolation_scope", "Scope.__copy__", "get_client", "scope.py")),
+    ("Starlette middleware wrappers", ("_create_span_call", "exceptionmiddleware")),
+    ("FastAPI handler wrapper", ("fastapi.py:",)),
+    ("ASGI wrapper (headers, request info, rest)", ("asgi.py", "_asgi_common.py", "starlette.py")),
+)
+
+
+def profile_summary(collapsed: Path, cpu_us_per_request: float | None = None, top: int = 15) -> str:
+    """Which parts of Sentry own the GIL-holding samples.
 
     A sample is Sentry's when, walking from the leaf up, the first frame that is either Sentry
     code or the app's stack (Starlette, FastAPI, uvicorn, the shop) is Sentry code: its own
     work and whatever stdlib it calls (json, uuid, gzip). Work of the app that merely runs
-    inside Sentry's wrappers stays the app's. Each Sentry function on such a stack is credited
-    once (inclusive), so `Transaction.finish` includes the serialisation it triggers.
+    inside Sentry's wrappers stays the app's. Sentry's samples are then grouped by component,
+    and each Sentry function on such a stack is credited once (inclusive).
     """
     total = 0
     sentry = 0
     inclusive: dict[str, int] = {}
+    components: dict[str, int] = {}
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
@@ -408,23 +433,40 @@ def profile_summary(collapsed: Path, top: int = 22) -> str:
             frame = frames[depth]
             if any(p in frame for p in _SENTRY_PATHS):
                 sentry += count
-                owned = {
+                ours = [
                     _function(f) for f in frames[: depth + 1] if any(p in f for p in _SENTRY_PATHS)
-                }
-                for name in owned:
+                ]
+                for name in set(ours):
                     inclusive[name] = inclusive.get(name, 0) + count
+                component = _component(ours)
+                components[component] = components.get(component, 0) + count
                 break
             if any(p in frame for p in _FRAMEWORK_PATHS):
                 break
     if not total:
         return "py-spy recorded no samples"
-    lines = [
-        f"{total} samples holding the GIL; {sentry / total:.1%} are Sentry's own work. "
-        "Share of all samples, by Sentry function (inclusive of the Sentry work it calls):"
-    ]
+
+    def share(count: int) -> str:
+        text = f"{count / total:6.1%}"
+        if cpu_us_per_request:
+            text += f"  ~{count / total * cpu_us_per_request:5.0f} µs/req"
+        return text
+
+    lines = [f"{total} samples holding the GIL; {share(sentry).strip()} are Sentry's own work:"]
+    for name, count in sorted(components.items(), key=lambda item: -item[1]):
+        lines.append(f"  {share(count)}  {name}")
+    lines.append("by Sentry function (inclusive of the Sentry work it calls):")
     for name, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
-        lines.append(f"  {count / total:6.1%}  {name}")
+        lines.append(f"  {share(count)}  {name}")
     return "\n".join(lines)
+
+
+def _component(functions: list[str]) -> str:
+    for function in reversed(functions):
+        for name, fragments in COMPONENTS:
+            if any(fragment in function for fragment in fragments):
+                return name
+    return "other Sentry code"
 
 
 def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
@@ -570,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"\n== {endpoint} ({config}) {CONFIGS[config]}: {result['rps']:.0f} "
                         f"req/s, {result['server_cpu_us_per_request']:.0f} CPU µs/req"
                     )
-                    print(profile_summary(collapsed))
+                    print(profile_summary(collapsed, result["server_cpu_us_per_request"]))
                     print(f"(py-spy's collapsed stacks: {collapsed})")
             return 0
         for round_number in range(args.rounds):
