@@ -188,6 +188,7 @@ def test_receiver_faults_leave_the_service_fast_bounded_and_recovering(tmp_path:
                     # after slow_seconds, so no error path can drop them); they go out now.
                     time.sleep(receiver.slow_seconds)
                     backlog = quiet_count(receiver, switched)
+                    print(f"\nbacklog sent after the slow phase: {backlog} (queue {QUEUE_SIZE})")
                     if not QUEUE_SIZE - 5 <= backlog <= QUEUE_SIZE + 3:
                         problems.append(
                             f"after the slow phase the SDK sent a backlog of {backlog} requests; "
