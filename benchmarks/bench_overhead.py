@@ -247,8 +247,13 @@ class _Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hangs up (the server being stopped) is not news
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.dsn = f"http://benchkey@127.0.0.1:{self.server.server_address[1]}/1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -377,7 +382,19 @@ def _start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes
 
 
 _SENTRY_PATHS = ("sentry_sdk/", "fastapi_sentry/")
-_FRAMEWORK_PATHS = ("starlette/", "fastapi/", "uvicorn/", "examples/", "anyio/", "sqlalchemy/")
+#: The app's own stack and the libraries it calls (whose I/O the SDK's wrappers enclose).
+_FRAMEWORK_PATHS = (
+    "starlette/",
+    "fastapi/",
+    "uvicorn/",
+    "examples/",
+    "anyio/",
+    "sqlalchemy/",
+    "psycopg/",
+    "redis/",
+    "httpx/",
+    "httpcore/",
+)
 
 
 def _function(frame: str) -> str:
