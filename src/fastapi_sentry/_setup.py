@@ -70,6 +70,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
     from fastapi_sentry._filters import ExpectedErrorFilter, make_traces_sampler
     from fastapi_sentry._helpers import remember_sent_event
     from fastapi_sentry._scrubbing import Scrubber
+    from fastapi_sentry._transport import ResilientTransport
 
     failed = set(settings.failed_request_status_codes)
     # given to both: FastApiIntegration alone leaves Starlette's HTTPException handling at defaults
@@ -115,6 +116,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
         "shutdown_timeout": settings.shutdown_timeout,
         "transport_queue_size": settings.transport_queue_size,
         "integrations": integrations,
+        "transport": ResilientTransport,
         "before_send": before_send,
         "before_send_transaction": before_send_transaction,
         "before_breadcrumb": before_breadcrumb,

@@ -57,8 +57,9 @@ def decompress(body: bytes, encoding: str) -> bytes:
 class Receiver:
     """Start with `with Receiver() as r:`; `r.dsn` points sentry-sdk at it."""
 
-    def __init__(self, *, delay: float = 0.0) -> None:
+    def __init__(self, *, delay: float = 0.0, status: int = 200) -> None:
         self.delay = delay
+        self.status = status
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
         self._cond = threading.Condition()
@@ -75,7 +76,7 @@ class Receiver:
                     receiver.bodies.append(body)
                     receiver.paths.append(self.path)
                     receiver._cond.notify_all()
-                self.send_response(200)
+                self.send_response(receiver.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", "2")
                 self.end_headers()
