@@ -403,6 +403,7 @@ def mutated_envelopes(draw: st.DrawFn) -> tuple[bytes, bool]:
 # --- the cases ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @fuzz(ENVELOPE_CASES)
 @given(case=mutated_envelopes())
 def test_mutated_envelopes_never_break_the_inbox(target: Target, case: tuple[bytes, bool]) -> None:
@@ -475,6 +476,7 @@ def requests(draw: st.DrawFn, target_key: str) -> tuple[dict[str, str], str, boo
     return headers, f"/api/{project}/{slash}{query}", good
 
 
+@pytest.mark.slow
 @fuzz(REQUEST_CASES)
 @given(data=st.data())
 def test_odd_headers_auth_and_paths_get_clear_answers(target: Target, data: st.DataObject) -> None:
@@ -551,6 +553,7 @@ encodings = st.builds(
 )
 
 
+@pytest.mark.slow
 @fuzz(ENCODING_CASES)
 @given(
     encoding=encodings,
@@ -576,6 +579,7 @@ def stored_ids(db_path: str) -> set[str]:
         return {row[0] for row in conn.execute("SELECT event_id FROM events")}
 
 
+@pytest.mark.slow
 def test_after_the_fuzz_the_inbox_still_works_and_the_store_matches(target: Target) -> None:
     body, ids = fill_ids(b"{}\n" + good_event_item() + b"\n")
     response = send(target, body, ids=ids, pristine=True)
