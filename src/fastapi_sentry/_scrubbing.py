@@ -12,7 +12,9 @@ before_send_transaction, before_breadcrumb and before_send_log, and testable wit
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
@@ -60,8 +62,11 @@ _SKIPPED_TOP_LEVEL = frozenset(
 # recur within an event and across events. Bounded, and cleared whole when full.
 TEXT_CACHE_SIZE = 4096
 TEXT_CACHE_MAX_LEN = 512
+KEY_CACHE_SIZE = 8192
 # printf-style and str.format placeholders in logging templates
 _PLACEHOLDER_RE = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdrifgeEGxXoc]|\{[^{}]*\}")
+# where the walk left a string not seen before: (its container's copy, key or index, the string)
+_Pending = list[tuple[Any, Any, str]]
 _USER_PII_FIELDS = frozenset({"email", "username", "name", "geo"})
 _warned = False
 
@@ -129,6 +134,11 @@ class Scrubber:
         triggers += tuple(w for seq in self._rules.extra_sequences for w in seq)
         self._triggers = tuple(dict.fromkeys(triggers))
         self._has_trigger = _any_substring(self._triggers)
+        self._key_has_trigger = _any_substring(self._triggers)
+        self._first_look = d.first_look_res(send_default_pii=self.send_default_pii)
+        # key text in strings -> whether it holds a trigger fragment; keys recur like dict keys do
+        self._key_runs: dict[bytes, bool] = {}
+        self._kinds: dict[Any, int] = {}
 
     @classmethod
     def from_settings(cls, settings: object) -> Scrubber:
@@ -148,19 +158,39 @@ class Scrubber:
         if not isinstance(event, dict):
             return event  # type: ignore[unreachable]
         out = dict(event)
+        pending: _Pending = []
         for key, value in event.items():
             if key in _SKIPPED_TOP_LEVEL:
                 continue
             try:
-                if key == "user" and isinstance(value, dict):
-                    out[key] = self._user(value)
-                elif key == "logentry" and isinstance(value, dict):
-                    out[key] = self._logentry(value)
+                if key in ("user", "logentry") and isinstance(value, dict):
+                    out[key] = self._dict(value, 1, pending)
                 else:
-                    out[key] = self._field(key, value, 1)
+                    out[key] = self._field(key, value, 1, pending)
+                    if out[key] is value and type(value) is str and value not in self._cache:
+                        pending.append((out, key, value))  # scanned with the others
             except Exception as e:  # must never break error reporting
                 _warn_once(e, key)
                 out[key] = self._blind(value, 0)
+        try:
+            self._settle(pending)
+        except Exception as e:  # must never break error reporting
+            _warn_once(e, "event")
+            return {
+                k: v if k in _SKIPPED_TOP_LEVEL else self._blind(v, 0) for k, v in event.items()
+            }
+        # user fields and logging parameters are masked by name, once their text is settled
+        for key in ("user", "logentry"):
+            original = event.get(key)
+            if isinstance(original, dict) and isinstance(out[key], dict):
+                try:
+                    if key == "user":
+                        out[key] = self._user(out[key])
+                    else:
+                        out[key] = self._logentry(out[key], original)
+                except Exception as e:  # must never break error reporting
+                    _warn_once(e, key)
+                    out[key] = self._blind(original, 0)
         return out
 
     def scrub_breadcrumb(self, crumb: dict[str, Any]) -> dict[str, Any]:
@@ -200,16 +230,21 @@ class Scrubber:
         self._cache.clear()
 
     # --- the walk ---------------------------------------------------------------------------------
+    # The walk copies a container only when something in it changes or may change. A string not
+    # seen before is not scanned where it is found: the walk records where it sits (in a copy of
+    # its container, so the input stays untouched) and `_settle` scans all of them together.
 
     def _guarded(self, value: Any, where: str) -> Any:
         try:
-            return self._value(value, 0)
+            pending: _Pending = []
+            out = self._value(value, 0, pending)
+            self._settle(pending)
+            return out
         except Exception as e:  # must never break error reporting
             _warn_once(e, where)
             return self._blind(value, 0)
 
-    def _user(self, user: dict[str, Any]) -> dict[str, Any]:
-        out = self._dict(user, 1)
+    def _user(self, out: dict[str, Any]) -> dict[str, Any]:
         if self.send_default_pii:
             return out
         out = dict(out)
@@ -219,9 +254,8 @@ class Scrubber:
                 out[key] = self._mask(out[key])
         return out
 
-    def _logentry(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def _logentry(self, out: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
         """logging's ("token=%s", [secret]): only the template says what a positional param is."""
-        out = self._dict(entry, 1)
         params = out.get("params")
         masked = self._template_params(entry.get("message"))
         if masked and isinstance(params, (list, tuple)):
@@ -248,26 +282,37 @@ class Scrubber:
         scanned = self._scan(probe)
         return {i for i in range(count) if f"zzparam{i}zz" not in scanned}
 
-    def _field(self, key: object, value: Any, depth: int) -> Any:
+    def _kind(self, key: Any) -> int:
         kind = self._classify(key) if type(key) is str else self._classify(_key_text(key))
+        if len(self._kinds) >= KEY_CACHE_SIZE:
+            self._kinds.clear()
+        self._kinds[key] = kind
+        return kind
+
+    def _field(self, key: object, value: Any, depth: int, pending: _Pending) -> Any:
+        kind = self._kinds.get(key)
+        if kind is None:
+            kind = self._kind(key)
         if kind:
             return self._mask(value)
-        return self._value(value, depth)
+        if type(value) is str:
+            return self._cache.get(value, value)  # a new one is left to the caller to defer
+        return self._value(value, depth, pending)
 
-    def _value(self, value: Any, depth: int) -> Any:
+    def _value(self, value: Any, depth: int, pending: _Pending) -> Any:
         t = type(value)
         if t is str:
             return self._text(value) if len(value) > 3 else value
         if t is dict:
-            return self._dict(value, depth)
+            return self._dict(value, depth, pending)
         if t is list:
-            return self._list(value, depth)
+            return self._list(value, depth, pending)
         if value is None or t is bool or t is float:
             return value
         if t is int:
-            return self.replacement if value > 10**12 and d.is_card_number(str(value)) else value
+            return self.replacement if value > _CARD_MIN and d.is_card_number(str(value)) else value
         if t is tuple:
-            new = self._list(value, depth)
+            new = self._list(value, depth, pending)
             return value if new is value else tuple(new)
         if isinstance(value, str):
             return self._text(str(value))
@@ -277,63 +322,114 @@ class Scrubber:
             scrubbed = self._text(text)
             return value if scrubbed == text else scrubbed.encode("utf-8")
         if isinstance(value, Mapping):
-            return self._dict(dict(value), depth)
+            return self._dict(dict(value), depth, pending)
         if isinstance(value, (list, tuple, set, frozenset)):
-            return self._list(list(value), depth)
+            return self._list(list(value), depth, pending)
         if isinstance(value, (int, float, datetime.date, datetime.time, datetime.timedelta)):
             # breadcrumb timestamps arrive as datetimes; their repr would break sorting
             return value
         # An object sentry-sdk has not serialized yet: it would be sent as its repr, so scrub that.
         return self._text(repr(value))
 
-    def _dict(self, mapping: dict[Any, Any], depth: int) -> dict[Any, Any]:
+    def _dict(self, mapping: dict[Any, Any], depth: int, pending: _Pending) -> dict[Any, Any]:
         if depth > MAX_DEPTH:
             return self._blind(mapping, 0)  # type: ignore[no-any-return]
         out: dict[Any, Any] | None = None
-        classify = self._classify
+        kinds = self._kinds
+        known = self._cache.get
+        # the hot loop of the scrubber: one dict look-up per key and per string when nothing is new
         for key, value in mapping.items():
-            kind = classify(key) if type(key) is str else classify(_key_text(key))
+            kind = kinds.get(key)
+            if kind is None:
+                kind = self._kind(key)
             if kind:
                 new = self._mask(value)
-            elif type(value) is str:
-                new = self._text(value) if len(value) > 3 else value
             else:
-                new = self._value(value, depth + 1)
+                t = type(value)
+                if t is str:
+                    new = known(value)
+                    if new is None:
+                        if len(value) < 4:
+                            continue
+                        if out is None:
+                            out = dict(mapping)
+                        pending.append((out, key, value))
+                        continue
+                    if new is value or new == value:
+                        continue
+                elif t is dict:
+                    new = self._dict(value, depth + 1, pending)
+                elif t is list:
+                    new = self._list(value, depth + 1, pending)
+                elif (t is int and -_CARD_MIN < value < _CARD_MIN) or t is bool or value is None:
+                    continue
+                else:
+                    new = self._value(value, depth + 1, pending)
             if new is not value:
                 if out is None:
                     out = dict(mapping)
                 out[key] = new
         return mapping if out is None else out
 
-    def _list(self, items: list[Any] | tuple[Any, ...], depth: int) -> list[Any] | tuple[Any, ...]:
+    def _list(
+        self, items: list[Any] | tuple[Any, ...], depth: int, pending: _Pending
+    ) -> list[Any] | tuple[Any, ...]:
         if depth > MAX_DEPTH:
             return self._blind(items, 0)  # type: ignore[no-any-return]
-        pairs = _is_pair_list(items)
-        if (
-            not pairs
-            and len(items) == 2
-            and _looks_like_key(items[0])
-            and self._classify(_key_text(items[0]))
-        ):
+        if not items:
+            return items
+        if type(items[0]) in (list, tuple) and _is_pair_list(items):
+            return self._pairs(items, depth, pending)
+        if len(items) == 2 and _looks_like_key(items[0]) and self._classify(_key_text(items[0])):
             # a lone ("authorization", "Bearer ...") pair, e.g. a loop variable over headers
-            return self._list([items], depth)[0]  # type: ignore[no-any-return]
+            return self._pairs([items], depth, pending)[0]  # type: ignore[no-any-return]
         out: list[Any] | None = None
+        new: Any
+        # a tuple cannot be patched later: its strings are scanned where they are found
+        deferrable = type(items) is list
+        known = self._cache.get
         for i, item in enumerate(items):
-            if pairs:
-                name, value = item
-                kind = self._classify(_key_text(name))
-                new_value = self._mask(value) if kind else self._value(value, depth + 1)
-                new_name = self._value(name, depth + 1)
-                if new_value is value and new_name is name:
-                    new = item
-                else:
-                    new = type(item)((new_name, new_value))
+            t = type(item)
+            if t is str:
+                new = known(item)
+                if new is None:
+                    if len(item) < 4:
+                        continue
+                    if deferrable:
+                        if out is None:
+                            out = list(items)
+                        pending.append((out, i, item))
+                        continue
+                    new = self._text(item)
+                if new is item or new == item:
+                    continue
+            elif t is dict:
+                new = self._dict(item, depth + 1, pending)
+            elif (t is int and -_CARD_MIN < item < _CARD_MIN) or t is bool or item is None:
+                continue
             else:
-                new = self._value(item, depth + 1)
+                new = self._value(item, depth + 1, pending)
             if new is not item:
                 if out is None:
                     out = list(items)
                 out[i] = new
+        return items if out is None else out
+
+    def _pairs(
+        self, items: list[Any] | tuple[Any, ...], depth: int, pending: _Pending
+    ) -> list[Any] | tuple[Any, ...]:
+        """(name, value) pairs are a header or cookie list: ASGI scope["headers"] and reprs."""
+        out: list[Any] | None = None
+        for i, item in enumerate(items):
+            name, value = item
+            kind = self._classify(_key_text(name))
+            new_value = self._mask(value) if kind else self._value(value, depth + 1, pending)
+            new_name = self._value(name, depth + 1, pending)
+            if new_value is value and new_name is name:
+                continue
+            if out is None:
+                out = list(items)
+            out[i] = type(item)((new_name, new_value))
         return items if out is None else out
 
     def _mask(self, value: Any) -> Any:
@@ -365,17 +461,89 @@ class Scrubber:
 
     # --- strings ----------------------------------------------------------------------------------
 
+    def _settle(self, pending: _Pending) -> None:
+        """Scan the strings the walk deferred and write the changed ones into the copies."""
+        if not pending:
+            return
+        changed = self._scan_new(list(dict.fromkeys(map(_THIRD, pending))))
+        if changed:
+            # C-level filtering: only a few of the deferred strings change
+            hits = map(changed.__contains__, map(_THIRD, pending))
+            for container, key, s in itertools.compress(pending, hits):
+                container[key] = changed[s]
+
     def _text(self, s: str) -> str:
-        cache = self._cache
-        done = cache.get(s)
+        done = self._cache.get(s)
         if done is not None:
             return done
-        out = self._scan(s)
-        if len(s) <= TEXT_CACHE_MAX_LEN:
-            if len(cache) >= TEXT_CACHE_SIZE:
-                cache.clear()
-            cache[s] = out
-        return out
+        return self._scan_new([s]).get(s, s)
+
+    def _scan_new(self, strings: list[str]) -> dict[str, str]:
+        """Scrub strings not seen before; returns those that changed, remembers the short ones."""
+        changed = {}
+        scan = self._scan
+        for i in self._suspects(strings):
+            s = strings[i]
+            out = scan(s)
+            if out != s:
+                changed[s] = out
+        cache = self._cache
+        if max(map(len, strings)) > TEXT_CACHE_MAX_LEN:
+            strings = list(
+                itertools.compress(strings, map(TEXT_CACHE_MAX_LEN.__ge__, map(len, strings)))
+            )
+        if len(cache) + len(strings) > TEXT_CACHE_SIZE:
+            cache.clear()
+        cache.update(zip(strings, strings, strict=True))
+        cache.update((s, out) for s, out in changed.items() if s in cache)
+        return changed
+
+    def _suspects(self, strings: list[str]) -> set[int]:
+        """Indexes of the strings that hold a first-look fragment (see _detectors); the others
+        cannot change, so the detectors never see them. A few C-level searches over all the
+        strings joined cost far less than any per-string Python work."""
+        joined = "\x00".join(strings)
+        suspects: set[int] = set()
+        if not joined.isascii() or joined.count("\x00") >= len(strings):
+            # Case folding may change lengths, the patterns assume ASCII and "\x00" separates:
+            # such strings are scanned whole and stand in as harmless text of the same length.
+            odd = [i for i, s in enumerate(strings) if not s.isascii() or "\x00" in s]
+            suspects.update(odd)
+            plain = list(strings)
+            for i in odd:
+                plain[i] = "x" * len(strings[i])
+            joined = "\x00".join(plain)
+        lower = joined.lower()
+        positions = [m.start() for rx in self._first_look for m in rx.finditer(joined)]
+        for word in d.FIRST_LOOK_WORDS:
+            _find_all(lower, word, positions)
+        suspects.update(_owners(joined, positions))
+        raw = joined.encode("ascii")
+        keyed = raw.translate(d.KEY_RUN_TABLE, d.KEY_RUN_DELETED)
+        pieces = keyed.split(b"=")
+        pieces.pop()  # the text after the last separator
+        runs = list(map(_THIRD, map(bytes.rpartition, pieces, itertools.repeat(b"\x01"))))
+        known = self._key_runs
+        hits = set()
+        for run in set(runs):
+            hit = known.get(run)
+            if hit is None:
+                if len(known) >= KEY_CACHE_SIZE:
+                    known.clear()
+                hit = known[run] = self._key_has_trigger(run.decode("ascii"))
+            if hit:
+                hits.add(run)
+        if hits:  # the strings that hold those separators
+            at = [0, *itertools.accumulate(map(len, pieces))]
+            hit_at = itertools.compress(range(len(runs)), map(hits.__contains__, runs))
+            suspects.update(_owners(keyed, [at[i + 1] + i for i in hit_at]))
+        digits = raw.translate(d.CARD_DIGITS, d.CARD_SEPARATORS)
+        suspects.update(_owners(digits, _find_all(digits, d.CARD_RUN, [])))
+        if self._patterns:
+            suspects.update(
+                i for i, s in enumerate(strings) if any(rx.search(s) for rx in self._patterns)
+            )
+        return suspects
 
     def _scan(self, s: str) -> str:
         repl = self.replacement
@@ -513,6 +681,30 @@ def _any_substring(words: tuple[str, ...]) -> Callable[[str], bool]:
 
 
 _TRIGGER_WORD = re.compile(r"[a-z0-9]+")
+
+
+_THIRD = operator.itemgetter(2)
+# an int below this has fewer than 13 digits: no card number
+_CARD_MIN = 10**12
+
+
+def _find_all(text: Any, part: Any, into: list[int]) -> list[int]:
+    at = text.find(part)
+    while at >= 0:
+        into.append(at)
+        at = text.find(part, at + 1)
+    return into
+
+
+def _owners(text: Any, positions: list[int]) -> set[int]:
+    """Which of the "\x00"-joined strings each position falls in."""
+    owners = set()
+    index = start = 0
+    for at in sorted(positions):
+        index += text.count(b"\x00" if isinstance(text, bytes) else "\x00", start, at)
+        start = at
+        owners.add(index)
+    return owners
 
 
 def _key_text(key: object) -> str:
