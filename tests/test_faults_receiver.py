@@ -41,6 +41,8 @@ P99_RATIO = 1.2
 MEMORY_BOUND_KB = 30 * 1024
 SHORT_RETRY_AFTER = 2  # seconds; the rate limit in the rounds, so recovery can be seen
 LONG_RETRY_AFTER = 60
+LARGE_QUEUE_SIZE = 20_000
+QUEUE_MEMORY_EVENTS = 3000
 
 
 # What `X-Sentry-Rate-Limits: N:error;transaction:key` limits: envelopes carrying these items.
@@ -262,3 +264,34 @@ def test_receiver_faults_leave_the_service_fast_bounded_and_recovering(tmp_path:
     if "Traceback" in log:
         problems.append("the service logged a traceback:\n" + log[-3000:])
     assert not problems, "\n".join(problems)
+
+
+def test_the_queue_cap_is_what_bounds_memory_while_sentry_hangs(tmp_path: Path) -> None:
+    """With the receiver hanging, a small queue keeps memory flat and a large one lets it grow:
+    the cap (SENTRY_TRANSPORT_QUEUE_SIZE) is the bound, not luck."""
+    growth_kb: dict[int, int] = {}
+    for size in (QUEUE_SIZE, LARGE_QUEUE_SIZE):
+        with FaultReceiver() as receiver:
+            receiver.set_mode("blackhole")
+            env = {
+                "SENTRY_DSN": receiver.dsn,
+                "SENTRY_ENVIRONMENT": "production",
+                "SENTRY_ENABLE_TRACING": "false",
+                "SENTRY_TRANSPORT_QUEUE_SIZE": str(size),
+            }
+            with (
+                running_service(env, tmp_path / f"service-{size}.log") as service,
+                LoadGenerator() as load,
+            ):
+                urls = [f"{service.url}/capture"]
+                load.run(urls, 200, CONCURRENCY)  # warm-up; fills the small queue already
+                before = memory_kb(service.pid)
+                result = load.run(urls, QUEUE_MEMORY_EVENTS, CONCURRENCY)
+                growth_kb[size] = memory_kb(service.pid) - before
+            assert result.failed == 0, result.statuses
+    print(
+        f"\nRSS growth over {QUEUE_MEMORY_EVENTS} errors with the receiver hanging: "
+        + ", ".join(f"queue {size}: {kb / 1024:+.1f} MB" for size, kb in growth_kb.items())
+    )
+    assert growth_kb[QUEUE_SIZE] < 5 * 1024
+    assert growth_kb[LARGE_QUEUE_SIZE] > growth_kb[QUEUE_SIZE] + 10 * 1024
