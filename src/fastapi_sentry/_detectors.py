@@ -539,8 +539,10 @@ KEY_RUN_TABLE = bytes(
     for c in range(256)
 )  # fmt: skip
 KEY_RUN_DELETED = b" \t\"'\\"
-# Lower-cased text, plain substrings: AUTH_SCHEME_RE's schemes and COOKIE_TEXT_RE's name.
-FIRST_LOOK_WORDS = ("bearer", "basic", "digest", "cookie")
+# Lower-cased text, plain substrings: COOKIE_TEXT_RE's name, and AUTH_SCHEME_RE's schemes, which
+# count only before a blank, "+" or "%" ("%20").
+FIRST_LOOK_WORDS = ("cookie",)
+AUTH_SCHEMES = ("bearer", "basic", "digest")
 # DIGIT_RUN_RE as a card: 13 digits with single separators between them. Digits become "0", the
 # separators go and everything else becomes "x" ("\x00" stays), so one substring search finds
 # every candidate: about 30 times cheaper than a regex that stops at every digit.
@@ -556,7 +558,7 @@ def first_look_res(*, send_default_pii: bool) -> tuple[re.Pattern[str], ...]:
     character at memchr speed, but steps through the text one character at a time for an
     alternation of several."""
     patterns = [
-        r"\(\s*b?[\"']",  # KV_TUPLE_RE
+        r"\(\s*b?[\"'][^\"'\x00]{1,64}[\"']\s*,\s*b?[\"']",  # KV_TUPLE_RE
         r"@",  # URL_USERINFO_RE, EMAIL_RE
         r"-----BEGIN",  # PEM_RE
         r"eyJ",  # JWT_RE
@@ -567,8 +569,9 @@ def first_look_res(*, send_default_pii: bool) -> tuple[re.Pattern[str], ...]:
         r"g(?:h[pousr]_|ithub_pat_|lpat-)",
         r"npm_",
         r"xox[abposr]-",
-        # SLACK_WEBHOOK_RE, and DIGIT_RUN_RE as an IPv4 address (a.b.c.d holds ".b.c")
-        r"\.(?:(?<=hooks\.)slack\.com|[0-9]{1,3}\.[0-9])"
+        # SLACK_WEBHOOK_RE, and DIGIT_RUN_RE as an IPv4 address: a.b.c.d holds ".b.c.d", and
+        # is_personal_ipv4 keeps 127.x.x.x, which error messages are full of
+        r"\.(?:(?<=hooks\.)slack\.com|(?<!127\.)[0-9]{1,3}\.[0-9]{1,3}\.[0-9])"
         if not send_default_pii
         else r"\.(?<=hooks\.)slack\.com",
     ]

@@ -517,6 +517,11 @@ class Scrubber:
         positions = [m.start() for rx in self._first_look for m in rx.finditer(joined)]
         for word in d.FIRST_LOOK_WORDS:
             _find_all(lower, word, positions)
+        for word in d.AUTH_SCHEMES:
+            for at in _find_all(lower, word, []):
+                after = lower[at + len(word) : at + len(word) + 1]
+                if after.isspace() or after in ("+", "%"):
+                    positions.append(at)
         suspects.update(_owners(joined, positions))
         raw = joined.encode("ascii")
         keyed = raw.translate(d.KEY_RUN_TABLE, d.KEY_RUN_DELETED)
@@ -530,13 +535,14 @@ class Scrubber:
             if hit is None:
                 if len(known) >= KEY_CACHE_SIZE:
                     known.clear()
-                hit = known[run] = self._key_has_trigger(run.decode("ascii"))
+                # a run may reach back over "\x00" into the string before: not part of the key
+                hit = known[run] = self._key_has_trigger(run.rpartition(b"\x00")[2].decode())
             if hit:
                 hits.add(run)
         if hits:  # the strings that hold those separators
-            at = [0, *itertools.accumulate(map(len, pieces))]
+            ends = [0, *itertools.accumulate(map(len, pieces))]
             hit_at = itertools.compress(range(len(runs)), map(hits.__contains__, runs))
-            suspects.update(_owners(keyed, [at[i + 1] + i for i in hit_at]))
+            suspects.update(_owners(keyed, [ends[i + 1] + i for i in hit_at]))
         digits = raw.translate(d.CARD_DIGITS, d.CARD_SEPARATORS)
         suspects.update(_owners(digits, _find_all(digits, d.CARD_RUN, [])))
         if self._patterns:
