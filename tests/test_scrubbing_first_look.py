@@ -146,3 +146,34 @@ def test_a_new_string_is_scrubbed_alike_wherever_it_sits() -> None:
     assert event["contexts"]["d"]["e"][0]["f"] == secret
     # remembered now: the second event takes the cached path and gets the same answer
     assert scrubber.scrub_event(event) == out
+
+
+def test_full_caches_are_emptied_without_losing_a_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cache is cleared whole when full, possibly in the middle of an event."""
+    from fastapi_sentry import _scrubbing
+
+    def event(tag: str) -> dict[str, Any]:
+        return {
+            "extra": {
+                f"{tag}{i}": f"{tag} {i}: password={i}-hunter2, {tag}_auth_key: x{i}y"
+                for i in range(40)
+            },
+            "contexts": {"c": [f"{tag} line {i} {tag}_token = abc{i}def" for i in range(40)]},
+        }
+
+    a, b = event("alpha"), event("beta")
+    expected_a, expected_b = Scrubber().scrub_event(a), Scrubber().scrub_event(b)
+    for secret in ("hunter2", "abc1def", "x1y"):
+        assert secret not in str(expected_a)
+        assert secret not in str(expected_b)
+    monkeypatch.setattr(_scrubbing, "KEY_CACHE_SIZE", 3)
+    monkeypatch.setattr(_scrubbing, "TEXT_CACHE_SIZE", 5)
+    small = Scrubber()
+    assert small.scrub_event(a) == expected_a
+    remembered = (set(small._key_runs), set(small._cache))
+    assert small.scrub_event(b) == expected_b
+    # all of them were emptied while b was scrubbed
+    assert not remembered[0] <= set(small._key_runs)
+    assert not remembered[1] <= set(small._cache)
+    assert len(small._kinds) <= 3
+    assert small.scrub_event(a) == expected_a

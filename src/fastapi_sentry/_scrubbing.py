@@ -529,16 +529,16 @@ class Scrubber:
         pieces.pop()  # the text after the last separator
         runs = list(map(_THIRD, map(bytes.rpartition, pieces, itertools.repeat(b"\x01"))))
         known = self._key_runs
-        hits = set()
-        for run in set(runs):
-            hit = known.get(run)
-            if hit is None:
-                if len(known) >= KEY_CACHE_SIZE:
-                    known.clear()
+        unique = list(set(runs))
+        flags = list(map(known.get, unique))  # C-level: a key seen before costs one look-up
+        if None in flags:
+            if len(known) >= KEY_CACHE_SIZE:
+                known.clear()
+            for i in itertools.compress(range(len(unique)), map(operator.is_, flags, _NONES)):
                 # a run may reach back over "\x00" into the string before: not part of the key
-                hit = known[run] = self._key_has_trigger(run.rpartition(b"\x00")[2].decode())
-            if hit:
-                hits.add(run)
+                run = unique[i]
+                flags[i] = known[run] = self._key_has_trigger(run.rpartition(b"\x00")[2].decode())
+        hits = set(itertools.compress(unique, flags))
         if hits:  # the strings that hold those separators
             ends = [0, *itertools.accumulate(map(len, pieces))]
             hit_at = itertools.compress(range(len(runs)), map(hits.__contains__, runs))
@@ -690,6 +690,7 @@ _TRIGGER_WORD = re.compile(r"[a-z0-9]+")
 
 
 _THIRD = operator.itemgetter(2)
+_NONES = itertools.repeat(None)
 # an int below this has fewer than 13 digits: no card number
 _CARD_MIN = 10**12
 
