@@ -297,18 +297,32 @@ def test_disabled_install_leaves_the_app_alone_and_imports_nothing() -> None:
         from fastapi.testclient import TestClient
         import fastapi_sentry
 
-        app = FastAPI()
+        def make():
+            app = FastAPI()
 
-        @app.get("/")
-        def root():
-            return {"ok": True}
+            @app.get("/")
+            def root():
+                return {"ok": True}
 
-        build = app.build_middleware_stack
+            return app
+
+        def layers(app):
+            layer, names = app.middleware_stack, []
+            while layer is not None and len(names) < 20:
+                names.append(type(layer).__name__)
+                layer = getattr(layer, "app", None)
+            return names
+
+        plain = make()
+        with TestClient(plain) as client:
+            client.get("/")
+        app = make()
         fastapi_sentry.install(app)
-        assert app.build_middleware_stack == build, "middleware stack was changed"
         assert app.user_middleware == []
         with TestClient(app) as client:
             response = client.get("/")
+            assert client.get("/health").json()["status"] == "healthy"
+        assert layers(app) == layers(plain), (layers(app), layers(plain))
         assert response.json() == {"ok": True}
         assert "x-request-id" not in response.headers
         fastapi_sentry.capture_exception(RuntimeError("ignored"))
@@ -331,6 +345,20 @@ def test_bad_settings_stop_install_with_one_line() -> None:
     assert str(caught.value) == (
         "Invalid Sentry settings: SENTRY_TRACES_SAMPLE_RATE must be between 0.0 and 1.0, got 3"
     )
+
+
+def test_the_apps_own_routes_are_matched_before_ours(captured: CapturedEnvelopes) -> None:
+    app = FastAPI()
+    fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
+
+    @app.get("/health")
+    async def own_health() -> dict[str, str]:
+        return {"mine": "yes"}
+
+    with TestClient(app) as client:
+        assert client.get("/health").json() == {"mine": "yes"}
+        assert client.get("/sentry/status").json()["enabled"] is True
+    assert app.router.routes[-1].__class__.__name__ == "_IncludedRouter"
 
 
 def test_prefixed_probes_are_never_traced() -> None:
