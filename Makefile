@@ -13,6 +13,7 @@ lint: setup
 
 typecheck: setup
 	.venv/bin/mypy --strict src
+	.venv/bin/mypy --strict tests examples benchmarks
 
 pytest: setup
 	.venv/bin/pytest

@@ -40,7 +40,7 @@ def reset_sentry(request: pytest.FixtureRequest) -> Iterator[None]:
         swallowed.append(exc_info)
         original(exc_info)
 
-    sentry_sdk.utils.capture_internal_exception = record  # type: ignore[assignment]
+    sentry_sdk.utils.capture_internal_exception = record
     try:
         yield
     finally:

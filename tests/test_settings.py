@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from fastapi_sentry import ConfigError, SentrySettings, load_settings
 from fastapi_sentry._settings import dsn_summary, git_revision
@@ -226,7 +227,7 @@ def test_unknown_override_is_refused() -> None:
 
 
 def test_repr_and_dump_hide_the_dsn_key() -> None:
-    settings = SentrySettings(dsn=GOOD_DSN)
+    settings = SentrySettings(dsn=SecretStr(GOOD_DSN))
     assert SECRET_KEY not in repr(settings)
     assert SECRET_KEY not in str(settings.model_dump())
     assert dsn_summary(settings.dsn_value) == {
