@@ -1,6 +1,6 @@
 """What scrubbing costs and what it catches, beside sentry-sdk's own EventScrubber.
 
-    .venv/bin/python benchmarks/bench_scrubbing.py [--quick]
+    .venv/bin/python benchmarks/bench_scrubbing.py [--quick] [--against REV]
 
 Prints two tables:
 1. microseconds per event for a small, a typical (30 frames with locals, 50 breadcrumbs, 5 KB body)
@@ -12,16 +12,24 @@ Prints two tables:
    the speed figures;
 2. the planted-secret corpus (tests/scrub_corpus.py) scored for our Scrubber, sentry-sdk's
    EventScrubber (default and recursive=True) and the seeds' top-level filter.
+
+--against REV adds "before" columns: the Scrubber of git revision REV (its _scrubbing and
+_detectors, loaded under other names) timed in the same interleaved batches, so that a change is
+measured under the same machine load as what it is compared with.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -126,19 +134,48 @@ def repeat(scrubber: Scrubber, event: Event, *, cold: bool) -> Run:
     return prepare
 
 
-def speed_table(quick: bool) -> None:
+def scrubber_at(rev: str) -> type[Scrubber]:
+    """The Scrubber class as it was at git revision `rev`, importable beside today's."""
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(tempfile.mkdtemp(prefix="bench_scrubbing_"))
+
+    def source(name: str) -> str:
+        return subprocess.run(
+            ["git", "show", f"{rev}:src/fastapi_sentry/{name}.py"],
+            cwd=root, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    (folder / "detectors_before.py").write_text(source("_detectors"))
+    (folder / "scrubbing_before.py").write_text(
+        source("_scrubbing").replace(
+            "from fastapi_sentry import _detectors as d", "import detectors_before as d"
+        )
+    )
+    sys.path.insert(0, str(folder))
+    before: type[Scrubber] = importlib.import_module("scrubbing_before").Scrubber
+    return before
+
+
+def speed_table(quick: bool, against: str | None) -> None:
     events = benchmark_events()
     batches = 5 if quick else 9
     counts = {"small": 200, "typical": 30, "large": 8} if quick else {
         "small": 1000, "typical": 100, "large": 25}  # fmt: skip
-    print(f"Microseconds per event, median of {batches} interleaved batches (lower is better).\n")
-    header = (
-        f"| {'event':<8} | {'size':>7} | {'ours cold':>9} | {'ours warm':>9} | "
-        f"{'EventScrubber':>13} | {'recursive=True':>14} | {'cold/rec':>8} | {'warm/rec':>8} | "
-        f"{'alloc ours':>10} | {'alloc rec':>9} | {'peak RSS':>8} |"
-    )
-    print(header)
-    print("|" + "|".join("-" * (len(c) + 2) for c in header.strip("| ").split(" | ")) + "|")
+    before = scrubber_at(against) if against else None
+    print(f"Microseconds per event, median of {batches} interleaved batches (lower is better).")
+    if before is not None:
+        print(f"'before' is the Scrubber at {against}, timed in the same batches.")
+    print()
+    columns = [("event", 8), ("size", 7), ("ours cold", 9), ("ours warm", 9)]
+    if before is not None:
+        columns += [("before cold", 11), ("before warm", 11)]
+    columns += [("EventScrubber", 13), ("recursive=True", 14), ("cold/rec", 8), ("warm/rec", 8)]
+    if before is not None:
+        columns += [("before cold/rec", 15)]
+    columns += [("alloc ours", 10), ("alloc rec", 9), ("peak RSS", 8)]
+    header = "| " + " | ".join(f"{c:<{w}}" if c == "event" else f"{c:>{w}}" for c, w in columns)
+    print(header + " |")
+    print("|" + "|".join("-" * (w + 2) for _, w in columns) + "|")
     for name, event in events.items():
         n = counts[name]
         scrubber = Scrubber()
@@ -146,39 +183,48 @@ def speed_table(quick: bool) -> None:
         deep = EventScrubber(recursive=True, send_default_pii=False)
 
         scrubber.scrub_event(event)  # so that the first "warm" batch is warm
-        t = interleaved(
-            {
-                "cold": repeat(scrubber, event, cold=True),
-                "warm": repeat(scrubber, event, cold=False),
-                "shallow": on_copies(shallow, event),
-                "deep": on_copies(deep, event),
-            },
-            n,
-            batches,
-        )
+        runs = {
+            "cold": repeat(scrubber, event, cold=True),
+            "warm": repeat(scrubber, event, cold=False),
+        }
+        if before is not None:
+            old = before()
+            old.scrub_event(event)
+            runs["before cold"] = repeat(old, event, cold=True)
+            runs["before warm"] = repeat(old, event, cold=False)
+        runs["shallow"] = on_copies(shallow, event)
+        runs["deep"] = on_copies(deep, event)
+        t = interleaved(runs, n, batches)
         t_cold, t_warm, t_shallow, t_deep = t["cold"], t["warm"], t["shallow"], t["deep"]
 
         scrubber.clear_cache()
         a_ours = alloc_peak_kb(lambda: scrubber.scrub_event(event))  # noqa: B023
         victim = copy.deepcopy(event)
         a_deep = alloc_peak_kb(lambda: deep.scrub_event(victim))  # type: ignore[arg-type]  # noqa: B023
-        size = f"{len(json.dumps(event)) / 1024:.0f} KB"
-        print(
-            f"| {name:<8} | {size:>7} | {t_cold:>9.0f} | {t_warm:>9.0f} | {t_shallow:>13.0f} | "
-            f"{t_deep:>14.0f} | {t_cold / t_deep:>7.1f}x | {t_warm / t_deep:>7.1f}x | "
-            f"{a_ours:>7.0f} KB | {a_deep:>6.0f} KB | {peak_rss_mb():>5.0f} MB |"
-        )
+        cells = [f"{name:<8}", f"{len(json.dumps(event)) / 1024:>4.0f} KB", f"{t_cold:>9.0f}",
+                 f"{t_warm:>9.0f}"]  # fmt: skip
+        if before is not None:
+            cells += [f"{t['before cold']:>11.0f}", f"{t['before warm']:>11.0f}"]
+        cells += [f"{t_shallow:>13.0f}", f"{t_deep:>14.0f}", f"{t_cold / t_deep:>7.1f}x",
+                  f"{t_warm / t_deep:>7.1f}x"]  # fmt: skip
+        if before is not None:
+            cells += [f"{t['before cold'] / t_deep:>14.1f}x"]
+        cells += [f"{a_ours:>7.0f} KB", f"{a_deep:>6.0f} KB", f"{peak_rss_mb():>5.0f} MB"]
+        print("| " + " | ".join(cells) + " |")
     print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
+    parser.add_argument("--against", metavar="REV", help="also time the Scrubber of git REV")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, sentry-sdk {_sdk_version()}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"peak RSS after imports: {peak_rss_mb():.0f} MB\n")
     # speed first: the process's peak RSS only grows, and the corpus run holds 400 events
-    speed_table(args.quick)
+    speed_table(args.quick, args.against)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     corpus_table()
 
 
