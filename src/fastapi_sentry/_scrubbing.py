@@ -110,7 +110,8 @@ class Scrubber:
 
     Keys are matched on their words, so "X-Api-Key", "refreshToken" and "client_secret" are masked
     while "author", "monkey" and "keyboard_layout" are not. Strings are searched for credentials by
-    shape. A masked value keeps its key. The input is never modified; unchanged parts are shared.
+    shape. A masked value keeps its key. The input is never modified; parts whose strings are all
+    known and unchanged are shared, not copied.
     """
 
     def __init__(
@@ -513,8 +514,21 @@ class Scrubber:
             for i in odd:
                 plain[i] = "x" * len(strings[i])
             joined = "\x00".join(plain)
-        lower = joined.lower()
+        suspects.update(_owners(joined, self._fragments(joined)))
+        raw = joined.encode("ascii")
+        suspects.update(self._keyed_separators(raw))
+        digits = raw.translate(d.CARD_DIGITS, d.CARD_SEPARATORS)
+        suspects.update(_owners(digits, _find_all(digits, d.CARD_RUN, [])))
+        if self._patterns:
+            suspects.update(
+                i for i, s in enumerate(strings) if any(rx.search(s) for rx in self._patterns)
+            )
+        return suspects
+
+    def _fragments(self, joined: str) -> list[int]:
+        """Where the value detectors' fragments are in the joined text."""
         positions = [m.start() for rx in self._first_look for m in rx.finditer(joined)]
+        lower = joined.lower()
         for word in d.FIRST_LOOK_WORDS:
             _find_all(lower, word, positions)
         for word in d.AUTH_SCHEMES:
@@ -522,8 +536,10 @@ class Scrubber:
                 after = lower[at + len(word) : at + len(word) + 1]
                 if after.isspace() or after in ("+", "%"):
                     positions.append(at)
-        suspects.update(_owners(joined, positions))
-        raw = joined.encode("ascii")
+        return positions
+
+    def _keyed_separators(self, raw: bytes) -> set[int]:
+        """The strings with a ":" or "=" after a key that holds a trigger fragment."""
         keyed = raw.translate(d.KEY_RUN_TABLE, d.KEY_RUN_DELETED)
         pieces = keyed.split(b"=")
         pieces.pop()  # the text after the last separator
@@ -539,17 +555,11 @@ class Scrubber:
                 run = unique[i]
                 flags[i] = known[run] = self._key_has_trigger(run.rpartition(b"\x00")[2].decode())
         hits = set(itertools.compress(unique, flags))
-        if hits:  # the strings that hold those separators
-            ends = [0, *itertools.accumulate(map(len, pieces))]
-            hit_at = itertools.compress(range(len(runs)), map(hits.__contains__, runs))
-            suspects.update(_owners(keyed, [ends[i + 1] + i for i in hit_at]))
-        digits = raw.translate(d.CARD_DIGITS, d.CARD_SEPARATORS)
-        suspects.update(_owners(digits, _find_all(digits, d.CARD_RUN, [])))
-        if self._patterns:
-            suspects.update(
-                i for i, s in enumerate(strings) if any(rx.search(s) for rx in self._patterns)
-            )
-        return suspects
+        if not hits:
+            return set()
+        ends = [0, *itertools.accumulate(map(len, pieces))]
+        hit_at = itertools.compress(range(len(runs)), map(hits.__contains__, runs))
+        return _owners(keyed, [ends[i + 1] + i for i in hit_at])  # where the i-th "=" is
 
     def _scan(self, s: str) -> str:
         repl = self.replacement
