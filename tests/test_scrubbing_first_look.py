@@ -94,6 +94,8 @@ def test_no_string_of_the_corpus_is_passed_over(name: str) -> None:
         # a key whose start ends the previous string, digits either side of the separator: no
         # secret in either string, and none made up from the two
         (["db pass", "word=hunter2-x"], []),
+        # a key run that reads back into the previous string: the "=" decides which to scan
+        (["abc", "password=hunter2-x", "token:abc123456"], ["hunter2-x", "abc123456"]),
         (["card 4111 1111", "1111 1111 ok"], []),
         (["naïve password=hunter2-x"], ["hunter2-x"]),  # non-ASCII: scanned whole
         (["to\u212aen=abc123456"], []),  # the Kelvin sign is no key character

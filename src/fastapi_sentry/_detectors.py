@@ -561,7 +561,7 @@ def first_look_res(*, send_default_pii: bool) -> tuple[re.Pattern[str], ...]:
         r"\(\s*b?[\"'][^\"'\x00]{1,64}[\"']\s*,\s*b?[\"']",  # KV_TUPLE_RE
         r"@",  # URL_USERINFO_RE, EMAIL_RE
         r"-----BEGIN",  # PEM_RE
-        r"eyJ",  # JWT_RE
+        r"J(?<=eyJ)",  # JWT_RE ("J" is rarer than "e")
         # KEY_FORMAT_RE, each anchored on its rarest letter
         r"A(?:KIA|SIA|BIA|CCA|Iza)",
         r"k(?:(?<=[sr]k)_|(?<=sk)-)",

@@ -543,9 +543,8 @@ class Scrubber:
         keyed = raw.translate(d.KEY_RUN_TABLE, d.KEY_RUN_DELETED)
         pieces = keyed.split(b"=")
         pieces.pop()  # the text after the last separator
-        runs = list(map(_THIRD, map(bytes.rpartition, pieces, itertools.repeat(b"\x01"))))
         known = self._key_runs
-        unique = list(set(runs))
+        unique = list(set(map(_THIRD, map(bytes.rpartition, pieces, itertools.repeat(b"\x01")))))
         flags = list(map(known.get, unique))  # C-level: a key seen before costs one look-up
         if None in flags:
             if len(known) >= KEY_CACHE_SIZE:
@@ -554,12 +553,12 @@ class Scrubber:
                 # a run may reach back over "\x00" into the string before: not part of the key
                 run = unique[i]
                 flags[i] = known[run] = self._key_has_trigger(run.rpartition(b"\x00")[2].decode())
-        hits = set(itertools.compress(unique, flags))
-        if not hits:
-            return set()
-        ends = [0, *itertools.accumulate(map(len, pieces))]
-        hit_at = itertools.compress(range(len(runs)), map(hits.__contains__, runs))
-        return _owners(keyed, [ends[i + 1] + i for i in hit_at])  # where the i-th "=" is
+        separators: list[int] = []
+        for run in itertools.compress(unique, flags):
+            # every "=" the run stands before (or a longer run ending like it: fine); the run may
+            # start in an earlier string, the "=" is in the one to scan
+            separators.extend(at + len(run) for at in _find_all(keyed, run + b"=", []))
+        return _owners(keyed, separators)
 
     def _scan(self, s: str) -> str:
         repl = self.replacement
