@@ -1,6 +1,6 @@
 """What scrubbing costs and what it catches, beside sentry-sdk's own EventScrubber.
 
-    .venv/bin/python benchmarks/bench_scrubbing.py [--quick] [--against REV]
+    .venv/bin/python benchmarks/bench_scrubbing.py [--quick] [--against REV] [--breakdown]
 
 Prints two tables:
 1. microseconds per event for a small, a typical (30 frames with locals, 50 breadcrumbs, 5 KB body)
@@ -12,6 +12,9 @@ Prints two tables:
    the speed figures;
 2. the planted-secret corpus (tests/scrub_corpus.py) scored for our Scrubber, sentry-sdk's
    EventScrubber (default and recursive=True) and the seeds' top-level filter.
+
+--breakdown prints where the cold time of the typical event goes instead: the walk, and each
+step of the first look (timed one by one, best of several repeats).
 
 --against REV adds "before" columns: the Scrubber of git revision REV (its _scrubbing and
 _detectors, loaded under other names) timed in the same interleaved batches, so that a change is
@@ -214,11 +217,91 @@ def speed_table(quick: bool, against: str | None) -> None:
     print()
 
 
+def breakdown() -> None:
+    """The cold path of the typical event, step by step (private methods: this follows the code)."""
+    from fastapi_sentry import _detectors as d
+    from fastapi_sentry import _scrubbing as s
+
+    event = benchmark_events()["typical"]
+    scrubber = Scrubber()
+    deep = EventScrubber(recursive=True, send_default_pii=False)
+
+    def best(prepare: Run, n: int = 100) -> float:
+        """Best of 7 batches: each step alone, so the least disturbed batch is the fairest."""
+        times = []
+        for _ in range(7):
+            batch = prepare(n)
+            start = time.perf_counter()
+            batch()
+            times.append((time.perf_counter() - start) / n * 1e6)
+        return min(times)
+
+    def each(call: Callable[[], object]) -> Run:
+        def prepare(n: int) -> Callable[[], None]:
+            def batch() -> None:
+                for _ in range(n):
+                    call()
+
+            return batch
+
+        return prepare
+
+    def walk() -> s._Pending:
+        scrubber.clear_cache()
+        pending: s._Pending = []
+        for key, value in event.items():
+            if key not in s._SKIPPED_TOP_LEVEL:
+                scrubber._field(key, value, 1, pending)
+        return pending
+
+    def cold() -> None:
+        scrubber.clear_cache()
+        scrubber.scrub_event(event)
+
+    pending = walk()
+    strings = list(dict.fromkeys(map(s._THIRD, pending)))
+    joined = "\x00".join(strings)
+    raw = joined.encode("ascii")
+    flagged = sorted(scrubber._suspects(strings))
+
+    def cards() -> int:
+        return raw.translate(d.CARD_DIGITS, d.CARD_SEPARATORS).find(d.CARD_RUN)
+
+    steps: list[tuple[str, Run]] = [
+        ("EventScrubber(recursive=True), for scale", on_copies(deep, event)),
+        ("scrub_event, cold, whole", each(cold)),
+        ("  walk: keys classified, new strings deferred", each(walk)),
+        ("  distinct deferred strings", each(lambda: list(dict.fromkeys(map(s._THIRD, pending))))),
+        ("  first look, whole", each(lambda: scrubber._suspects(strings))),
+        ("    join, ASCII and NUL checks", each(lambda: "\x00".join(strings).count("\x00"))),
+        ("    value fragments: regex passes, scheme words",
+         each(lambda: scrubber._fragments(joined))),
+        ("    keyed separators: translate, split, key runs",
+         each(lambda: scrubber._keyed_separators(raw))),
+        ("    card digits: translate, find", each(cards)),
+        (f"  detectors on the {len(flagged)} flagged strings",
+         each(lambda: [scrubber._scan(strings[i]) for i in flagged])),
+    ]  # fmt: skip
+    rows = [(name, best(prepare)) for name, prepare in steps]
+    print(f"Cold path of the typical event: {len(pending)} new strings, {len(strings)} distinct,")
+    print(f"{len(joined)} characters; {len(flagged)} flagged by the first look.")
+    print("Microseconds, best of 7 batches of 100, each step alone.\n")
+    print(f"| {'step':<52} | {'us':>6} |")
+    print(f"|{'-' * 54}|{'-' * 8}|")
+    for name, us in rows:
+        print(f"| {name:<52} | {us:>6.0f} |")
+    print(f"\npeak RSS: {peak_rss_mb():.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
     parser.add_argument("--against", metavar="REV", help="also time the Scrubber of git REV")
+    parser.add_argument("--breakdown", action="store_true", help="where the cold time goes")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown()
+        return
     print(f"Python {sys.version.split()[0]}, sentry-sdk {_sdk_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"peak RSS after imports: {peak_rss_mb():.0f} MB\n")
