@@ -551,12 +551,13 @@ CARD_SEPARATORS = b" -+%"
 CARD_RUN = b"0" * 13
 
 
-def first_look_res(*, send_default_pii: bool) -> tuple[re.Pattern[str], ...]:
-    """Fragments that every value detector's match contains (the key=value scan and cards aside).
+def first_look_res(*, send_default_pii: bool) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """Fragments that every value detector's match contains (the key=value scan and cards aside),
+    each with the literal character it starts with.
 
     One pattern per leading character: the regex engine skips to a pattern's first literal
-    character at memchr speed, but steps through the text one character at a time for an
-    alternation of several."""
+    character quickly, but steps through the text one character at a time for an alternation of
+    several. The caller tests the character with `in` (memchr) first: often it is not there."""
     patterns = [
         r"\(\s*b?[\"'][^\"'\x00]{1,64}[\"']\s*,\s*b?[\"']",  # KV_TUPLE_RE
         r"@",  # URL_USERINFO_RE, EMAIL_RE
@@ -577,4 +578,4 @@ def first_look_res(*, send_default_pii: bool) -> tuple[re.Pattern[str], ...]:
     ]
     if not send_default_pii:
         patterns.append(r":(?::|(?:[0-9A-Fa-f]{0,4}:){6})")  # IPV6_RE: "::" or 7 colons
-    return tuple(re.compile(p) for p in patterns)
+    return tuple((p[1] if p[0] == "\\" else p[0], re.compile(p)) for p in patterns)

@@ -527,7 +527,12 @@ class Scrubber:
 
     def _fragments(self, joined: str) -> list[int]:
         """Where the value detectors' fragments are in the joined text."""
-        positions = [m.start() for rx in self._first_look for m in rx.finditer(joined)]
+        positions = [
+            m.start()
+            for first, rx in self._first_look
+            if first in joined
+            for m in rx.finditer(joined)
+        ]
         lower = joined.lower()
         for word in d.FIRST_LOOK_WORDS:
             _find_all(lower, word, positions)
