@@ -259,7 +259,7 @@ def breakdown() -> None:
         scrubber.scrub_event(event)
 
     pending = walk()
-    strings = list(dict.fromkeys(map(s._THIRD, pending)))
+    strings = list(set(map(s._THIRD, pending)))
     joined = "\x00".join(strings)
     raw = joined.encode("ascii")
     flagged = sorted(scrubber._suspects(strings))
@@ -271,7 +271,7 @@ def breakdown() -> None:
         ("EventScrubber(recursive=True), for scale", on_copies(deep, event)),
         ("scrub_event, cold, whole", each(cold)),
         ("  walk: keys classified, new strings deferred", each(walk)),
-        ("  distinct deferred strings", each(lambda: list(dict.fromkeys(map(s._THIRD, pending))))),
+        ("  distinct deferred strings", each(lambda: list(set(map(s._THIRD, pending))))),
         ("  first look, whole", each(lambda: scrubber._suspects(strings))),
         ("    join, ASCII and NUL checks", each(lambda: "\x00".join(strings).count("\x00"))),
         ("    value fragments: regex passes, scheme words",

@@ -137,6 +137,9 @@ class Scrubber:
         self._has_trigger = _any_substring(self._triggers)
         self._key_has_trigger = _any_substring(self._triggers)
         self._first_look = d.first_look_res(send_default_pii=self.send_default_pii)
+        self._masked_value = re.compile(
+            r"[ \t]{0,4}(?:(?i:bearer|basic|digest|token)[ \t]+)?" + re.escape(self.replacement)
+        ).match
         # key text in strings -> whether it holds a trigger fragment; keys recur like dict keys do
         self._key_runs: dict[bytes, bool] = {}
         self._kinds: dict[Any, int] = {}
@@ -466,7 +469,7 @@ class Scrubber:
         """Scan the strings the walk deferred and write the changed ones into the copies."""
         if not pending:
             return
-        changed = self._scan_new(list(dict.fromkeys(map(_THIRD, pending))))
+        changed = self._scan_new(list(set(map(_THIRD, pending))))
         if changed:
             # C-level filtering: only a few of the deferred strings change
             hits = map(changed.__contains__, map(_THIRD, pending))
@@ -625,6 +628,11 @@ class Scrubber:
             if key_start and s[key_start - 1] == "\\" and key[0] in "nrt":
                 key = key[1:]  # "\\nsession=..." in a repr: the "n" belongs to the escape
             if not classify(key):
+                continue
+            masked = self._masked_value(s, i + 1)
+            if masked is not None:
+                # "Basic [Filtered]": the scheme word is no value to mask (a second pass is a no-op)
+                skip_to = masked.end()
                 continue
             vm = d.VALUE_RE.match(s, i + 1)
             if vm is None:
