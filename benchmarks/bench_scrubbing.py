@@ -29,6 +29,7 @@ import importlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -155,7 +156,11 @@ def scrubber_at(rev: str) -> type[Scrubber]:
         )
     )
     sys.path.insert(0, str(folder))
-    before: type[Scrubber] = importlib.import_module("scrubbing_before").Scrubber
+    try:
+        before: type[Scrubber] = importlib.import_module("scrubbing_before").Scrubber
+    finally:  # both modules are loaded now
+        sys.path.remove(str(folder))
+        shutil.rmtree(folder)
     return before
 
 
