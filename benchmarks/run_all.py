@@ -13,6 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     ["bench_overhead.py"],
+    ["bench_inprocess.py"],
     ["bench_scrubbing.py"],
     ["bench_inbox_ingest.py", "--senders", "4", "8", "16", "--seconds", "8"],
 )
