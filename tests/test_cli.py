@@ -25,7 +25,7 @@ import pytest
 import sentry_sdk
 
 from fastapi_sentry import __version__
-from fastapi_sentry._cli import CHECK_MESSAGE, CHECK_TAG, DEMO_MISSING, main
+from fastapi_sentry._cli import CHECK_MESSAGE, CHECK_TAG, main
 from fastapi_sentry._settings import DSN_HELP
 from fastapi_sentry.inbox import InboxServer
 
@@ -559,19 +559,11 @@ def test_demo_is_dispatched_with_its_arguments(monkeypatch: pytest.MonkeyPatch) 
         calls.append(argv)
         return 5
 
-    fake = types.ModuleType("fastapi_sentry._demo")
+    fake = types.ModuleType("fastapi_sentry._cli_demo")
     fake.run_demo = run_demo  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fastapi_sentry._demo", fake)
+    monkeypatch.setitem(sys.modules, "fastapi_sentry._cli_demo", fake)
     assert main(["demo", "--port", "0", "--help"]) == 5
     assert calls == [["--port", "0", "--help"]]
-
-
-def test_demo_missing_is_one_clear_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "fastapi_sentry._demo", None)
-    assert main(["demo"]) == 2
-    assert capsys.readouterr().err == f"fastapi-sentry: {DEMO_MISSING}\n"
 
 
 def test_console_script_prints_versions(tmp_path: Path) -> None:

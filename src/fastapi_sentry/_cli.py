@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -49,11 +49,6 @@ DEFAULT_INBOX_PORT = 8969
 DEFAULT_INBOX_DB = ".fastapi-sentry/inbox.sqlite3"
 INBOX_TOKEN_VARIABLE = "FASTAPI_SENTRY_INBOX_TOKEN"
 INBOX_EXTRA_HINT = "install it with: pip install 'fastapi-sentry[inbox]'"
-
-DEMO_MISSING = (
-    "the demo is not available in this installation (fastapi_sentry._demo is missing); "
-    "reinstall fastapi-sentry"
-)
 
 # Seconds the inbox probe after a delivered check may take: it only decides what to print.
 _PROBE_TIMEOUT = 2.0
@@ -402,13 +397,9 @@ def _inbox(args: argparse.Namespace) -> int:
 
 
 def _demo(argv: list[str]) -> int:
-    try:
-        module = importlib.import_module("fastapi_sentry._demo")
-    except ModuleNotFoundError as exc:
-        if exc.name != "fastapi_sentry._demo":
-            raise
-        return _error(DEMO_MISSING, EXIT_USAGE)
-    run_demo: Callable[[list[str]], int] = module.run_demo
+    # imported on use: the demo pulls in uvicorn, httpx and the inbox, which check does not need
+    from fastapi_sentry._cli_demo import run_demo
+
     return run_demo(argv)
 
 

@@ -1,10 +1,10 @@
 """Per-request context: request id, endpoint tag, user, response status.
 
-A pure ASGI middleware (not `BaseHTTPMiddleware`, which runs the endpoint in another task and
-loses context variables). It wraps the whole Starlette stack, outside `ServerErrorMiddleware`,
-so even the 500 page carries the `X-Request-ID` header. sentry-sdk's own ASGI wrapper, one level
-further out, has already forked the isolation scope for this request, so everything set here
-belongs to this request alone.
+A pure ASGI middleware (not Starlette's base HTTP middleware class, which runs the endpoint in
+another task and loses context variables). It wraps the whole Starlette stack, outside
+`ServerErrorMiddleware`, so even the 500 page carries the `X-Request-ID` header. sentry-sdk's own
+ASGI wrapper, one level further out, has already forked the isolation scope for this request, so
+everything set here belongs to this request alone.
 
 The per-request work is kept small: an id, one tag, one lazily-run event processor. The route
 template and the user are worked out only when an event is actually sent.
