@@ -12,8 +12,8 @@ import pytest
 import sentry_sdk
 import sentry_sdk.utils
 
-from fastapi_sentry import _helpers, _setup
 from tests.support.receiver import Receiver
+from tests.support.sdk import forget_sentry
 
 #: Variables the settings read; a developer's own values must never leak into a test.
 SETTINGS_VARIABLES = ("ENVIRONMENT", "APP_VERSION", "VERSION", "HOSTNAME", "DEBUG")
@@ -45,14 +45,7 @@ def reset_sentry(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         sentry_sdk.utils.capture_internal_exception = original
-        client = sentry_sdk.get_client()
-        if client.is_active():
-            client.close(timeout=2)
-        sentry_sdk.get_global_scope().set_client(None)
-        sentry_sdk.get_isolation_scope().clear()
-        sentry_sdk.get_current_scope().clear()
-        _setup.reset()
-        _helpers._last_event_id = None
+        forget_sentry()
     if swallowed and request.node.get_closest_marker("sdk_errors_expected") is None:
         kinds = ", ".join(repr(info[1]) for info in swallowed)
         pytest.fail(f"sentry-sdk swallowed an internal error during the test: {kinds}")

@@ -14,13 +14,13 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-import sentry_sdk
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from fastapi_sentry import ConfigError, _setup, load_settings
+from fastapi_sentry import ConfigError, load_settings
 from fastapi_sentry._cli import main
 from tests.support.receiver import Receiver
+from tests.support.sdk import forget_sentry
 
 KEY_ALPHABET = "0123456789abcdef"
 
@@ -101,17 +101,6 @@ def environments(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
         listed = st.sampled_from(VARIABLES[name])
         env[name] = draw(st.one_of(listed, env_text) if draw(st.booleans()) else listed)
     return key, env
-
-
-def forget_sentry() -> None:
-    """What the autouse fixture does per test, needed here per example."""
-    client = sentry_sdk.get_client()
-    if client.is_active():
-        client.close(timeout=1)
-    sentry_sdk.get_global_scope().set_client(None)
-    sentry_sdk.get_isolation_scope().clear()
-    sentry_sdk.get_current_scope().clear()
-    _setup.reset()
 
 
 @contextlib.contextmanager
