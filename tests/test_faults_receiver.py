@@ -37,6 +37,12 @@ QUEUE_SIZE = 50  # not the default (100): proves the setting reaches the SDK
 REQUESTS = 400  # per round, half of them capture an error
 CONCURRENCY = 4
 ROUNDS = 7
+# p99 of one 400-request round is its 4th-slowest request, so a burst from another tenant of this
+# 2-core machine can move a median of 7 ratios past the limit (seen in two full-suite runs). A mode
+# over the limit gets more rounds, up to this many, and is judged on all of them: a real cost of a
+# fault (a refusing receiver without the circuit breaker: ~1.6x) stays over the limit however many
+# rounds are run; a burst does not.
+MAX_ROUNDS = 15
 P99_RATIO = 1.2
 MEMORY_BOUND_KB = 30 * 1024
 SHORT_RETRY_AFTER = 2  # seconds; the rate limit in the rounds, so recovery can be seen
@@ -96,14 +102,15 @@ class FaultFigures:
             f"{self._cpu(self.healthy) * 1e6:>9.0f} {self._cpu(self.faulty) * 1e6:>9.0f} "
             f"{self.rss_kb / 1024:>7.1f} "
             f"{max(b.receiver_requests for b in self.faulty):>9} "
-            f"{max(b.limited_requests for b in self.faulty):>9} {self.recovery_seconds:>8.1f}"
+            f"{max(b.limited_requests for b in self.faulty):>9} {self.recovery_seconds:>8.1f} "
+            f"{len(self.faulty):>6}"
         )
 
 
 HEADER = (
     f"{'fault':<10} {'p99 ok':>8} {'p99 bad':>8} {'ratio':>6} {'pooled':>6} "
     f"{'cpu/r ok':>9} {'cpu/r bad':>9} "
-    f"{'RSS MB':>7} {'rx reqs':>9} {'429-able':>9} {'recov s':>8}\n"
+    f"{'RSS MB':>7} {'rx reqs':>9} {'429-able':>9} {'recov s':>8} {'rounds':>6}\n"
     f"{'':<10} {'(ms)':>8} {'(ms)':>8} {'':>6} {'':>6} {'(µs)':>9} {'(µs)':>9}"
 )
 
@@ -175,12 +182,14 @@ def test_receiver_faults_leave_the_service_fast_bounded_and_recovering(tmp_path:
             for mode in FAULT_MODES:
                 fig = FaultFigures(mode)
                 figures.append(fig)
-                for round_ in range(ROUNDS):
+                round_ = 0
+                while round_ < ROUNDS or (fig.ratio > P99_RATIO and round_ < MAX_ROUNDS):
                     # alternate which comes first, so that neither side always runs second
                     sides = [("healthy", fig.healthy), (mode, fig.faulty)]
                     for side, blocks in sides if round_ % 2 == 0 else sides[::-1]:
                         receiver.set_mode(side, retry_after=SHORT_RETRY_AFTER)
                         blocks.append(block(service, receiver, load, urls))
+                    round_ += 1
                 fig.rss_kb = memory_kb(service.pid)
 
                 switched = time.monotonic()
@@ -211,7 +220,8 @@ def test_receiver_faults_leave_the_service_fast_bounded_and_recovering(tmp_path:
                         )
                 if fig.ratio > P99_RATIO:
                     problems.append(
-                        f"{mode}: p99 {fig.ratio:.2f}x the healthy rounds' (limit {P99_RATIO}x)"
+                        f"{mode}: p99 {fig.ratio:.2f}x the healthy rounds' over "
+                        f"{len(fig.faulty)} rounds (limit {P99_RATIO}x)"
                     )
                 if fig.rss_kb - baseline_kb > MEMORY_BOUND_KB:
                     problems.append(
