@@ -1,0 +1,121 @@
+"""Head sampling decided before a transaction exists, with the SDK's own rule.
+
+sentry-sdk decides inside `start_transaction`, so an unsampled request has already paid for a
+transaction object, its ids and its scope bookkeeping. Here the same inputs give the same answer
+first: the rate comes from `traces_sampler` (or the parent's decision, or
+`traces_sample_rate`); the dice is the incoming trace's `sample_rand` (from its baggage, or
+derived from its id as the SDK derives it), or for a trace started here one `random.random()`
+that is then carried in the baggage, so downstream services follow it. A sampled request goes
+through `start_transaction` with that `sample_rand`, which reaches the same decision.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import MutableMapping
+from typing import Any
+
+import sentry_sdk
+from sentry_sdk.tracing_utils import Baggage, PropagationContext, _generate_sample_rand
+
+
+class HeadOfTrace(PropagationContext):
+    """A trace this service starts, its sampling decision already made.
+
+    Outgoing `sentry-trace` carries the decision (`-1`/`-0`) and `baggage` the dice, the rate
+    and the decision, exactly as a transaction's would, so services downstream (Celery tasks,
+    HTTP calls) follow this decision instead of rolling their own.
+    """
+
+    __slots__ = ("decided", "sample_rand", "sample_rate")
+
+    def __init__(self, sample_rand: float, sample_rate: float, decided: bool) -> None:
+        super().__init__()
+        self.sample_rand = sample_rand
+        self.sample_rate = sample_rate
+        self.decided = decided
+
+    def to_traceparent(self) -> str:
+        return f"{super().to_traceparent()}-{'1' if self.decided else '0'}"
+
+    def get_baggage(self) -> Baggage:
+        if self.baggage is None:
+            baggage = Baggage.populate_from_propagation_context(self)
+            baggage.sentry_items["sample_rand"] = f"{self.sample_rand:.6f}"
+            baggage.sentry_items["sample_rate"] = str(self.sample_rate)
+            baggage.sentry_items["sampled"] = "true" if self.decided else "false"
+            baggage.mutable = False
+            self.baggage = baggage
+        return self.baggage
+
+    def transaction_baggage(self) -> Baggage:
+        """What a transaction started for this trace needs to reach the same decision."""
+        return Baggage({"sample_rand": f"{self.sample_rand:.6f}"}, mutable=True)
+
+
+class HeadSampler:
+    __slots__ = ("enabled",)
+
+    def __init__(self) -> None:
+        options = sentry_sdk.get_client().options
+        self.enabled = bool(
+            callable(options.get("traces_sampler")) or options.get("traces_sample_rate")
+        )
+
+    def decide(
+        self, asgi_scope: MutableMapping[str, Any], incoming: PropagationContext | None
+    ) -> tuple[bool, PropagationContext]:
+        """Sampled or not, and the propagation context the request should carry."""
+        rate = self._rate(asgi_scope, incoming)
+        if incoming is not None:
+            if rate <= 0.0 or rate >= 1.0:
+                return rate >= 1.0, incoming
+            return _sample_rand(incoming) < rate, incoming
+        # A new trace: one cheap draw, six decimals like the SDK's, instead of the SDK's
+        # uuid4 plus a Random seeded from it (11 µs per request, measured).
+        sample_rand = int(random.random() * 1_000_000) / 1_000_000
+        sampled = sample_rand < rate
+        return sampled, HeadOfTrace(sample_rand, rate, sampled)
+
+    def _rate(
+        self, asgi_scope: MutableMapping[str, Any], incoming: PropagationContext | None
+    ) -> float:
+        client = sentry_sdk.get_client()
+        options = client.options
+        parent_sampled = incoming.parent_sampled if incoming is not None else None
+        sampler = options.get("traces_sampler")
+        try:
+            if callable(sampler):
+                rate = float(
+                    sampler(
+                        {
+                            "transaction_context": {
+                                "op": f"{asgi_scope['type']}.server",
+                                "name": asgi_scope.get("path", ""),
+                                "source": "url",
+                            },
+                            "parent_sampled": parent_sampled,
+                            "asgi_scope": asgi_scope,
+                        }
+                    )
+                )
+            elif parent_sampled is not None:
+                rate = float(parent_sampled)
+            else:
+                rate = float(options.get("traces_sample_rate") or 0.0)
+        except Exception:
+            return 1.0  # let start_transaction decide and log what is wrong, as it does today
+        monitor = client.monitor
+        if monitor is not None:
+            rate /= 2**monitor.downsample_factor
+        return rate
+
+
+def _sample_rand(propagation: PropagationContext) -> float:
+    """An incoming trace's dice: from its baggage, or derived from its id as the SDK does."""
+    baggage = propagation.baggage
+    if baggage is not None:
+        incoming = baggage._sample_rand()
+        if incoming is not None:
+            return float(incoming)
+    return _generate_sample_rand(propagation.trace_id)
