@@ -136,7 +136,6 @@ def create_app(settings: ShopSettings | None = None, *, with_sentry: bool = True
 
     if with_sentry:
         # The one line: error tracking, tracing, request ids, users, scrubbing, /health.
-        # Before the routes: sentry-sdk attaches request bodies only to routes declared after it.
         fastapi_sentry.install(app)
         add_health_check(app, "database", lambda: _database_ok(settings))
         if cache is not None:

@@ -95,7 +95,10 @@ def status_report(settings: SentrySettings) -> dict[str, Any]:
             "profiles_sample_rate": options.get("profiles_sample_rate")
             or options.get("profile_session_sample_rate")
             or 0.0,
-            "integrations": sorted(getattr(client, "integrations", {}) or {}),
+            # the SDK's starlette/fastapi integrations are disabled: our request path is them
+            "integrations": sorted(
+                {*(getattr(client, "integrations", {}) or {}), "fastapi", "starlette"}
+            ),
             "dsn_host": dsn["host"],
             "project_id": dsn["project_id"],
             "last_event_id": latest_event_id(),

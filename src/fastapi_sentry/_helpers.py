@@ -28,6 +28,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 from urllib.parse import urlsplit, urlunsplit
 
+from fastapi_sentry._request_state import current_request
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -335,14 +337,18 @@ def capture_message(
 
 @_never_raises
 def _start_span(op: str, name: str, *, transaction: bool = True) -> Span | None:
-    """A child span of the active span; with none active, a new transaction (or nothing)."""
+    """A child span of the active span; with none active, a new transaction (or nothing).
+
+    Never a new transaction inside a request the request path chose not to trace: that request
+    was not sampled, and its parts must not be sampled on their own.
+    """
     sdk = _sdk()
     if sdk is None:
         return None
     span: Span
     if sdk.get_current_span() is not None:
         span = sdk.start_span(op=op, name=name)
-    elif transaction:
+    elif transaction and current_request.get() is None:
         span = sdk.start_transaction(op=op, name=name, source="custom")
     else:
         return None

@@ -69,14 +69,13 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
 
     from fastapi_sentry._filters import ExpectedErrorFilter, make_traces_sampler
     from fastapi_sentry._helpers import remember_sent_event
+    from fastapi_sentry._request_event import add_request_attributes
     from fastapi_sentry._scrubbing import Scrubber
+    from fastapi_sentry._sessions import note_sent_event
     from fastapi_sentry._transport import ResilientTransport
 
     failed = set(settings.failed_request_status_codes)
-    # given to both: FastApiIntegration alone leaves Starlette's HTTPException handling at defaults
     integrations: list[Any] = [
-        StarletteIntegration(transaction_style="url", failed_request_status_codes=failed),
-        FastApiIntegration(transaction_style="url", failed_request_status_codes=failed),
         LoggingIntegration(
             level=logging.INFO, event_level=logging.ERROR, sentry_logs_level=logging.INFO
         ),
@@ -89,6 +88,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
         kept = expected(event, hint)
         if kept is None:
             return None
+        note_sent_event(kept)
         return _dict(remember_sent_event(scrubber.scrub_event(kept), hint))
 
     def before_send_transaction(
@@ -100,6 +100,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
         return _dict(scrubber.scrub_breadcrumb(crumb))
 
     def before_send_log(log: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        add_request_attributes(log)
         return _dict(scrubber.scrub_log(log))
 
     options: dict[str, Any] = {
@@ -116,6 +117,8 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
         "shutdown_timeout": settings.shutdown_timeout,
         "transport_queue_size": settings.transport_queue_size,
         "integrations": integrations,
+        # our request path (_middleware) does their work, for less; running both would double it
+        "disabled_integrations": [StarletteIntegration, FastApiIntegration],
         "transport": ResilientTransport,
         "before_send": before_send,
         "before_send_transaction": before_send_transaction,
@@ -186,6 +189,7 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     options.update(extra_options)
     sentry_sdk.init(**options)
     _active_options = key
+    _request_path_setup(options)
     summary = dsn_summary(settings.dsn_value)
     logger.info(
         "Sentry is on: environment=%s release=%s host=%s project=%s traces=%s",
@@ -196,6 +200,26 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
         settings.effective_traces_sample_rate if settings.enable_tracing else "off",
     )
     return True
+
+
+def _request_path_setup(options: dict[str, Any]) -> None:
+    """What the SDK's (disabled) Starlette integration set up once per process, done our way."""
+    import sentry_sdk
+    from sentry_sdk.integrations.starlette import patch_templates
+
+    from fastapi_sentry import _fast_serialize, _sessions
+    from fastapi_sentry._request_event import register_event_processor
+
+    # `disabled_integrations` is ignored for an integration an earlier client in this process
+    # already set up (sentry-sdk keeps them process-wide); removed from the client, its
+    # patched code finds no integration and steps aside.
+    client = sentry_sdk.get_client()
+    for name in ("starlette", "fastapi"):
+        client.integrations.pop(name, None)
+    register_event_processor()
+    _fast_serialize.install()
+    _sessions.configure(bool(options.get("auto_session_tracking", True)))
+    patch_templates()  # `sentry_trace_meta` in Jinja2 templates, as the integration provides
 
 
 def reset() -> None:
@@ -210,6 +234,9 @@ def flush(timeout: float) -> None:
 
     sentry_sdk = sys.modules.get("sentry_sdk")
     if sentry_sdk is not None and sentry_sdk.get_client().is_active():
+        from fastapi_sentry import _sessions
+
+        _sessions.flush()
         sentry_sdk.flush(timeout=timeout)
 
 
@@ -287,20 +314,40 @@ def _wrap_middleware_stack(
 ) -> None:
     # Outermost inside the app (outside ServerErrorMiddleware), so the 500 page gets the
     # request id too; app.add_middleware would put it inside.
+    from fastapi_sentry._handled_errors import with_failed_status_reporting
     from fastapi_sentry._middleware import RequestContextMiddleware
+    from fastapi_sentry._request_event import RequestEnricher
+    from fastapi_sentry._sampling import HeadSampler
 
     build: Callable[[], Any] = app.build_middleware_stack
+    failed = frozenset(settings.failed_request_status_codes)
+    enricher = RequestEnricher(user_resolvers=resolvers, send_default_pii=settings.send_default_pii)
 
     def build_with_request_context() -> Any:
+        handlers = app.exception_handlers
+        app.exception_handlers = with_failed_status_reporting(handlers, failed)
+        try:
+            stack = build()
+        finally:
+            app.exception_handlers = handlers
         return RequestContextMiddleware(
-            build(),
+            stack,
+            enricher=enricher,
+            sampler=HeadSampler(),
             header=settings.request_id_header,
-            user_resolvers=resolvers,
-            send_default_pii=settings.send_default_pii,
+            max_body_bytes=_max_body_bytes(),
         )
 
     app.build_middleware_stack = build_with_request_context  # type: ignore[method-assign]
     app.middleware_stack = None
+
+
+def _max_body_bytes() -> int:
+    """The most body the SDK would attach (`max_request_body_size`), kept while the app reads."""
+    import sentry_sdk
+
+    size = sentry_sdk.get_client().options.get("max_request_body_size", "medium")
+    return {"never": 0, "small": 1_000, "medium": 10_000, "always": 1 << 62}.get(size, 10_000)
 
 
 def _flush_on_shutdown(app: Starlette, timeout: float) -> None:

@@ -3,7 +3,8 @@
 Resolvers run lazily, only when an event is about to be sent, and at most once per request:
 an untraced request that succeeds never pays for them. The built-ins make no database or
 network call: `user_from_state` reads what the app's own auth dependency already put on
-`request.state.user`, and `user_from_jwt_claims` reads the `sub` claim of a bearer JWT without
+`request.state.user`, `user_from_auth_middleware` what Starlette's AuthenticationMiddleware put on
+`scope["user"]`, and `user_from_jwt_claims` reads the `sub` claim of a bearer JWT without
 verifying it (it labels events; it does not authenticate) and never keeps the token.
 """
 
@@ -66,7 +67,26 @@ def _jwt_payload(token: str) -> dict[str, Any] | None:
     return claims if isinstance(claims, dict) else None
 
 
-DEFAULT_USER_RESOLVERS: tuple[UserResolver, ...] = (user_from_state, user_from_jwt_claims)
+def user_from_auth_middleware(connection: HTTPConnection) -> Mapping[str, Any] | None:
+    """`scope["user"]` as Starlette's `AuthenticationMiddleware` leaves it (sentry-sdk's own
+    integration read the same fields: `id`, `username`, `email`)."""
+    user = connection.scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    fields = {key: getattr(user, key, None) for key in ("id", "username", "email")}
+    if fields["username"] is None:
+        fields["username"] = getattr(user, "display_name", None) or None
+    result = {key: value for key, value in fields.items() if value is not None and value != ""}
+    if "id" in result:
+        result["id"] = str(result["id"])
+    return result or None
+
+
+DEFAULT_USER_RESOLVERS: tuple[UserResolver, ...] = (
+    user_from_state,
+    user_from_auth_middleware,
+    user_from_jwt_claims,
+)
 
 
 def resolve_user(

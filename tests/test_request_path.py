@@ -1,0 +1,430 @@
+"""The lean request path: what it skips, and that what it keeps matches sentry-sdk's integration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import sentry_sdk
+import sentry_sdk.tracing
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+from sentry_sdk.integrations.fastapi import FastApiIntegration
+from sentry_sdk.integrations.starlette import StarletteIntegration
+from sentry_sdk.scope import Scope
+from sentry_sdk.tracing_utils import PropagationContext
+
+import fastapi_sentry
+from fastapi_sentry import _scope_fork, _sessions
+from fastapi_sentry._sampling import HeadOfTrace, HeadSampler
+from fastapi_sentry._setup import flush
+from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
+
+DSN = "http://publickey@127.0.0.1:9/1"  # never contacted: capture replaces the transport
+
+
+class Order(BaseModel):
+    sku: str
+    quantity: int
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/orders/{order_id}/pay")
+    async def pay(order_id: int, order: Order, request: Request) -> None:
+        raise RuntimeError(f"payment for {order.sku} failed")
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: int) -> dict[str, int]:
+        return {"order_id": order_id}
+
+    @app.post("/ignore-body")
+    async def ignore_body() -> None:
+        raise RuntimeError("never read the body")
+
+    @app.post("/read-body")
+    async def read_body(request: Request) -> None:
+        await request.body()
+        raise RuntimeError("read the body, then failed")
+
+    @app.get("/unavailable")
+    async def unavailable() -> None:
+        raise HTTPException(status_code=503, detail="try later")
+
+    return app
+
+
+@pytest.fixture
+def captured() -> Iterator[CapturedEnvelopes]:
+    with capture_envelopes() as sent:
+        yield sent
+
+
+def call(app: Any, method: str, path: str, headers: dict[str, str] | None = None) -> int:
+    """One request straight into the ASGI app: no instrumented HTTP client adding its trace."""
+    body = b'{"sku": "x", "quantity": 1}' if method == "POST" else b""
+    raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": raw,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        # the 500 is sent, then the error re-raised for the server, as in production
+        with contextlib.suppress(RuntimeError):
+            await app(scope, receive, send)
+
+    asyncio.run(run())
+    return int(sent[0]["status"])
+
+
+def _failing_payment(client: TestClient) -> None:
+    response = client.post(
+        "/orders/7/pay?page=2&sort=asc",
+        json={"sku": "tea", "quantity": 2},
+        headers={"user-agent": "parity-test", "x-custom": "kept"},
+    )
+    assert response.status_code == 500
+
+
+_SDK_HALF = """
+import json, sentry_sdk
+from fastapi.testclient import TestClient
+from sentry_sdk.integrations.fastapi import FastApiIntegration
+from sentry_sdk.integrations.starlette import StarletteIntegration
+from fastapi_sentry.testing import capture_envelopes
+from tests.test_request_path import DSN, _failing_payment, make_app
+
+with capture_envelopes() as captured:
+    sentry_sdk.init(dsn=DSN, integrations=[StarletteIntegration(), FastApiIntegration()])
+    with TestClient(make_app(), raise_server_exceptions=False) as client:
+        _failing_payment(client)
+print(json.dumps(captured.errors))
+"""
+
+
+def test_error_events_match_the_sdk_integration(captured: CapturedEnvelopes) -> None:
+    """The same failing request, once through sentry-sdk's own integration, once through ours."""
+    # sentry-sdk sets integrations up once per process: its half runs in a fresh interpreter
+    done = subprocess.run(
+        [sys.executable, "-c", _SDK_HALF],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    (theirs,) = json.loads(done.stdout.strip().splitlines()[-1])
+
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        _failing_payment(client)
+    (ours,) = captured.errors
+
+    for field in ("url", "method", "data", "query_string"):
+        assert ours["request"][field] == theirs["request"][field], field
+    # (the test client's httpx integration sends each run's own trace headers)
+    assert ours["request"]["headers"].keys() == theirs["request"]["headers"].keys()
+    for name in ours["request"]["headers"].keys() - {"sentry-trace", "baggage"}:
+        assert ours["request"]["headers"][name] == theirs["request"]["headers"][name], name
+    assert ours["transaction"] == theirs["transaction"] == "/orders/{order_id}/pay"
+    assert ours["transaction_info"] == theirs["transaction_info"] == {"source": "route"}
+    our_exc, their_exc = ours["exception"]["values"][-1], theirs["exception"]["values"][-1]
+    assert our_exc["type"] == their_exc["type"] == "RuntimeError"
+    assert our_exc["mechanism"]["type"] == their_exc["mechanism"]["type"] == "starlette"
+    assert our_exc["mechanism"]["handled"] is their_exc["mechanism"]["handled"] is False
+    assert ours["contexts"]["trace"]["trace_id"]  # the request's own trace, as before
+    assert ours["tags"]["endpoint"] == "POST /orders/{order_id}/pay"
+
+
+def test_the_sdk_starlette_and_fastapi_integrations_are_disabled() -> None:
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN)
+    client = sentry_sdk.get_client()
+    assert client.get_integration(StarletteIntegration) is None
+    assert client.get_integration(FastApiIntegration) is None
+    assert "logging" in client.integrations  # the others stay
+
+
+def _count_transactions(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    made: list[Any] = []
+    original = sentry_sdk.tracing.Transaction.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(sentry_sdk.tracing.Transaction, "__init__", counting_init)
+    return made
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({"enable_tracing": False}, 0), ({"traces_sample_rate": 0.0}, 0)],
+)
+def test_untraced_requests_create_no_transaction(
+    captured: CapturedEnvelopes,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, Any],
+    expected: int,
+) -> None:
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN, **options)
+    made = _count_transactions(monkeypatch)
+    with TestClient(app) as client:
+        for n in range(30):
+            assert client.get(f"/orders/{n}").status_code == 200
+    assert len(made) == expected
+    assert captured.transactions == []
+
+
+def test_sampled_requests_still_make_complete_transactions(
+    captured: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=1.0)
+    made = _count_transactions(monkeypatch)
+    with TestClient(app) as client:
+        for n in range(5):
+            client.get(f"/orders/{n}")
+    assert len(made) == 5
+    assert len(captured.transactions) == 5
+    transaction = captured.transactions[0]
+    assert transaction["transaction"] == "/orders/{order_id}"
+    assert transaction["transaction_info"] == {"source": "route"}
+    trace = transaction["contexts"]["trace"]
+    assert trace["op"] == "http.server"
+    assert trace["origin"] == "auto.http.starlette"
+    assert trace["status"] == "ok"
+    assert trace["data"]["http.response.status_code"] == 200
+    assert transaction["request"]["url"].endswith("/orders/0")
+    assert transaction["tags"]["endpoint"] == "GET /orders/{order_id}"
+
+
+def test_head_sampling_agrees_with_the_sdk_decision(captured: CapturedEnvelopes) -> None:
+    """Our decision before a transaction exists == the SDK's when it starts one."""
+    sentry_sdk.init(dsn=DSN, traces_sample_rate=0.3)
+    sampler = HeadSampler()
+    asgi_scope = {"type": "http", "path": "/x"}
+    sampled = 0
+    for _ in range(400):  # traces started here
+        ours, context = sampler.decide(asgi_scope, None)
+        assert isinstance(context, HeadOfTrace)
+        transaction = sentry_sdk.tracing.Transaction(
+            name="x", trace_id=context.trace_id, baggage=context.transaction_baggage()
+        )
+        with sentry_sdk.start_transaction(transaction):
+            pass
+        assert transaction.sampled == ours
+        sampled += ours
+    assert 80 < sampled < 160  # about 30%, so both answers were compared
+    rng = random.Random(7)
+    for _ in range(200):  # traces continued from a caller that left the decision to us
+        headers = {"sentry-trace": f"{uuid.UUID(int=rng.getrandbits(128)).hex}-{'b' * 16}"}
+        ours, context = sampler.decide(asgi_scope, PropagationContext.from_incoming_data(headers))
+        transaction = sentry_sdk.continue_trace(headers, name="x")
+        with sentry_sdk.start_transaction(transaction):
+            pass
+        assert transaction.sampled == ours
+
+
+def test_an_unsampled_head_tells_downstream_services_not_to_sample(
+    captured: CapturedEnvelopes,
+) -> None:
+    sentry_sdk.init(dsn=DSN, traces_sample_rate=0.000001, release="shop@1")
+    sampled, context = HeadSampler().decide({"type": "http", "path": "/x"}, None)
+    assert not sampled
+    headers = dict(context.iter_headers())
+    assert headers["sentry-trace"].endswith("-0")
+    baggage = {
+        key: unquote(value)
+        for key, value in (item.split("=", 1) for item in headers["baggage"].split(","))
+    }
+    assert baggage["sentry-sampled"] == "false"
+    assert baggage["sentry-sample_rate"] == "1e-06"
+    assert float(baggage["sentry-sample_rand"]) >= 0.000001
+    assert baggage["sentry-trace_id"] == context.trace_id
+    assert baggage["sentry-release"] == "shop@1"
+
+
+def test_an_incoming_trace_is_continued(captured: CapturedEnvelopes) -> None:
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
+    trace_id, parent = "a" * 32, "b" * 16
+    # the caller decided to sample: that wins over our rate of 0
+    assert call(app, "GET", "/orders/1", {"sentry-trace": f"{trace_id}-{parent}-1"}) == 200
+    # the caller decided not to: no transaction, but the error joins the caller's trace
+    assert call(app, "POST", "/orders/1/pay", {"sentry-trace": f"{trace_id}-{parent}-0"}) == 500
+    (transaction,) = captured.transactions
+    assert transaction["contexts"]["trace"]["trace_id"] == trace_id
+    assert transaction["contexts"]["trace"]["parent_span_id"] == parent
+    (error,) = captured.errors
+    assert error["contexts"]["trace"]["trace_id"] == trace_id
+
+
+def test_each_request_gets_its_own_trace_id(captured: CapturedEnvelopes) -> None:
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
+    for _ in range(3):
+        assert call(app, "POST", "/orders/1/pay") == 500
+    trace_ids = {event["contexts"]["trace"]["trace_id"] for event in captured.errors}
+    assert len(trace_ids) == 3
+
+
+def test_body_is_attached_only_when_the_app_read_it(captured: CapturedEnvelopes) -> None:
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.post("/ignore-body", json={"never": "read"})
+        client.post("/read-body", json={"was": "read"})
+        client.post("/read-body", data={"form": "field"})
+        client.post("/read-body", content=b"x" * 20_000, headers={"content-type": "text/plain"})
+    unread, json_body, form_body, too_big = captured.errors
+    assert "data" not in unread["request"]
+    assert json_body["request"]["data"] == {"was": "read"}
+    assert form_body["request"]["data"] == {"form": "field"}
+    # over max_request_body_size ("medium", 10 kB): annotated as the SDK does, never kept
+    assert too_big["request"].get("data", "") == ""
+    assert too_big["_meta"]["request"]["data"][""]["rem"][0][0] == "!config"
+
+
+def test_breadcrumbs_and_tags_stay_in_their_request(captured: CapturedEnvelopes) -> None:
+    app = FastAPI()
+
+    @app.get("/mark/{n}")
+    async def mark(n: int) -> None:
+        sentry_sdk.add_breadcrumb(message=f"crumb {n}")
+        sentry_sdk.set_tag("n", str(n))
+        if n == 3:
+            raise RuntimeError("third")
+
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
+    sentry_sdk.add_breadcrumb(message="before any request")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for n in range(4):
+            client.get(f"/mark/{n}")
+    (event,) = captured.errors
+    assert [c["message"] for c in event["breadcrumbs"]["values"]] == ["crumb 3"]
+    assert event["tags"]["n"] == "3"
+    assert "n" not in Scope.get_isolation_scope()._tags
+
+
+def test_release_health_counts_requests_per_outcome(captured: CapturedEnvelopes) -> None:
+    app = make_app()
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False, release="shop@1")
+    _sessions.reset()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for n in range(5):
+            client.get(f"/orders/{n}")
+        client.get("/unavailable")  # reported, handled: errored
+        client.post("/orders/1/pay", json={"sku": "x", "quantity": 1})  # unhandled: crashed
+    flush(2.0)
+    items = captured.items("sessions")  # one per minute boundary crossed, then the rest
+    assert items
+    assert all(item["attrs"]["release"] == "shop@1" for item in items)
+    totals: dict[str, int] = {}
+    for bucket in (bucket for item in items for bucket in item["aggregates"]):
+        for key in ("exited", "errored", "crashed"):
+            totals[key] = totals.get(key, 0) + bucket.get(key, 0)
+    assert totals == {"exited": 5, "errored": 1, "crashed": 1}
+
+
+def test_fast_fork_copies_exactly_what_the_sdk_copies() -> None:
+    assert _scope_fork.FAST, "Scope's fields changed: review _scope_fork against Scope.__copy__"
+    scope = Scope()
+    scope.set_tag("a", "1")
+    scope.set_context("ctx", {"k": "v"})
+    scope.set_extra("e", 1)
+    scope.add_breadcrumb(message="m")
+    scope.add_event_processor(lambda event, hint: event)
+    scope.set_user({"id": "u"})
+    scope.set_attribute("attr", "v")
+    ours, theirs = _scope_fork.fork(scope), scope.fork()
+    for name in Scope.__slots__:
+        mine, sdk = getattr(ours, name), getattr(theirs, name)
+        if name in ("_breadcrumbs", "_event_processors", "_error_processors"):
+            assert list(mine) == list(sdk), name
+        else:
+            assert mine == sdk, name
+        if sdk is not getattr(scope, name):  # the SDK copies it: so must we
+            assert mine is not getattr(scope, name), f"{name} is shared with the parent"
+    assert list(_scope_fork.fork(scope, keep_breadcrumbs=False)._breadcrumbs) == []
+
+
+def test_logs_sent_during_a_request_carry_the_request_attributes(
+    captured: CapturedEnvelopes,
+) -> None:
+    app = FastAPI()
+
+    @app.get("/log")
+    async def log() -> None:
+        logging.getLogger("shop.orders").warning("stock is low")
+
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False, enable_logs=True)
+    with TestClient(app) as client:
+        client.get("/log", headers={"user-agent": "log-test/1.0"})
+    fastapi_sentry._setup.flush(2.0)
+    (record,) = [log for log in captured.logs if log["body"] == "stock is low"]
+    attributes = {name: value["value"] for name, value in record["attributes"].items()}
+    assert attributes["user_agent.original"] == "log-test/1.0"
+    assert attributes["sentry.is_localhost"] is False  # "testserver" is not a local host
+
+
+def test_the_user_from_starlettes_authentication_middleware(captured: CapturedEnvelopes) -> None:
+    from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+    from starlette.middleware.authentication import AuthenticationMiddleware
+    from starlette.requests import HTTPConnection
+
+    class HeaderBackend(AuthenticationBackend):
+        async def authenticate(
+            self, conn: HTTPConnection
+        ) -> tuple[AuthCredentials, SimpleUser] | None:
+            name = conn.headers.get("x-user")
+            return (AuthCredentials(["authenticated"]), SimpleUser(name)) if name else None
+
+    app = FastAPI()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    app.add_middleware(AuthenticationMiddleware, backend=HeaderBackend())
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False, send_default_pii=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.get("/boom", headers={"x-user": "ann"})
+        client.get("/boom")
+    named, anonymous = captured.errors
+    assert named["user"] == {"username": "ann"}
+    assert "user" not in anonymous
