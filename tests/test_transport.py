@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sentry_sdk
@@ -99,3 +101,66 @@ def test_pauses_double_up_to_a_minute(short_backoff: None) -> None:
     assert pauses[:4] == [0.5, 1.0, 2.0, 4.0]
     assert pauses[-1] == _transport.MAX_BACKOFF
     transport.kill()
+
+
+def _send_three(receiver: Receiver) -> None:
+    for n in range(3):
+        sentry_sdk.capture_message(f"sent {n}")
+    sentry_sdk.flush(timeout=5)
+    receiver.wait_for(3)
+
+
+@pytest.fixture
+def http_breadcrumbs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """URLs of the HTTP breadcrumbs sentry-sdk's stdlib integration records, in any thread."""
+    from sentry_sdk.integrations import stdlib
+
+    urls: list[str] = []
+    original = getattr(stdlib, "add_http_breadcrumb")  # noqa: B009 - not exported by the SDK
+
+    def recording(status: Any, data: dict[str, Any]) -> None:
+        urls.append(str(data.get("url")))
+        original(status, data)
+
+    monkeypatch.setattr(stdlib, "add_http_breadcrumb", recording)
+    return urls
+
+
+def test_our_sends_are_not_instrumented_by_the_sdk_when_the_dsn_has_a_port(
+    http_breadcrumbs: list[str],
+) -> None:
+    """sentry-sdk's own transport, for a DSN with a port, records its own POSTs (a span and a
+    breadcrumb each: its host check leaves the port out); ours does not, and the app's outgoing
+    calls are still recorded."""
+    with Receiver() as receiver:
+        sentry_sdk.init(dsn=receiver.dsn, traces_sample_rate=1.0)  # the SDK's own transport
+        _send_three(receiver)
+        assert len([u for u in http_breadcrumbs if f":{receiver.port}/" in u]) == 3, (
+            "sentry-sdk no longer records its own sends: "
+            "_transport's uninstrumented connections can go"
+        )
+    http_breadcrumbs.clear()
+    with Receiver() as receiver, Receiver() as other_service:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0)
+        _send_three(receiver)
+        assert http_breadcrumbs == []
+        # an outgoing http.client call of the app's, inside a transaction, still is traced
+        with sentry_sdk.start_transaction(name="calls out", sampled=True):
+            conn = http.client.HTTPConnection("127.0.0.1", other_service.port)
+            conn.request("POST", "/somewhere", body=b"{}")
+            conn.getresponse().read()
+            conn.close()
+        assert http_breadcrumbs == [f"http://127.0.0.1:{other_service.port}/somewhere"]
+        assert "sentry-trace" in other_service.headers[0]
+
+
+def test_envelopes_are_compressed_cheaply() -> None:
+    with Receiver() as receiver:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn)
+        transport = sentry_sdk.get_client().transport
+        assert isinstance(transport, _transport.ResilientTransport)
+        assert transport._compression_level == _transport.COMPRESSION_LEVEL == 1
+        _send_three(receiver)
+        expected = "br" if transport._compression_algo == "br" else "gzip"
+        assert {h.get("content-encoding") for h in receiver.headers} == {expected}
+        assert all(b"sent" in body for body in receiver.bodies)

@@ -72,7 +72,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
     from fastapi_sentry._request_event import add_request_attributes
     from fastapi_sentry._scrubbing import Scrubber
     from fastapi_sentry._sessions import note_sent_event
-    from fastapi_sentry._transport import ResilientTransport
+    from fastapi_sentry._transport import ResilientTransport, compression_options
 
     failed = set(settings.failed_request_status_codes)
     integrations: list[Any] = [
@@ -120,6 +120,7 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
         # our request path (_middleware) does their work, for less; running both would double it
         "disabled_integrations": [StarletteIntegration, FastApiIntegration],
         "transport": ResilientTransport,
+        "_experiments": compression_options(),
         "before_send": before_send,
         "before_send_transaction": before_send_transaction,
         "before_breadcrumb": before_breadcrumb,
@@ -186,7 +187,9 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     if _active_options == key and sentry_sdk.get_client().is_active():
         return True
     options = build_init_options(settings)
+    extra_experiments = extra_options.pop("_experiments", None) or {}
     options.update(extra_options)
+    options["_experiments"] = {**options["_experiments"], **extra_experiments}
     sentry_sdk.init(**options)
     _active_options = key
     _request_path_setup(options)

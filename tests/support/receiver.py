@@ -62,6 +62,7 @@ class Receiver:
         self.status = status
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []  # of each request, names lower-cased
         self._cond = threading.Condition()
         receiver = self
 
@@ -75,6 +76,7 @@ class Receiver:
                 with receiver._cond:
                     receiver.bodies.append(body)
                     receiver.paths.append(self.path)
+                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                     receiver._cond.notify_all()
                 self.send_response(receiver.status)
                 self.send_header("Content-Type", "application/json")
