@@ -369,3 +369,45 @@ def test_prefixed_probes_are_never_traced() -> None:
     assert sampler({"asgi_scope": {"path": "/ops/health"}}) == 0.0
     assert sampler({"asgi_scope": {"path": "/ops/sentry/status"}}) == 0.0
     assert sampler({"asgi_scope": {"path": "/ops/other"}}) == 1.0
+
+
+def test_sdk_debug_records_are_not_even_built_unless_debug_is_on() -> None:
+    """sentry-sdk's logger builds a LogRecord per debug call and then drops it (three per sampled
+    request); with debug off we keep them from being built, with debug on they are shown."""
+    built: list[str] = []
+    shown: list[str] = []
+    make_record = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if record.name == "sentry_sdk.errors":
+            built.append(record.getMessage())
+        return record
+
+    class Shown(logging.Handler):  # what passes the SDK's filter reaches its handlers
+        def emit(self, record: logging.LogRecord) -> None:
+            shown.append(record.getMessage())
+
+    sdk_logger = logging.getLogger("sentry_sdk.errors")
+    handler = Shown()
+    sdk_logger.addHandler(handler)
+    logging.setLogRecordFactory(counting)
+    try:
+        with Receiver() as receiver:
+            for debug in (False, True):
+                app = make_app()
+                fastapi_sentry.install(app, dsn=receiver.dsn, traces_sample_rate=1.0, debug=debug)
+                built.clear()  # what init logs is built before install() can set the level
+                shown.clear()
+                with TestClient(app) as client:
+                    for n in range(1, 6):
+                        client.get(f"/orders/{n}")
+                sentry_sdk.flush(timeout=5)
+                receiver.wait_for_items("transaction", 5 if not debug else 10)
+                if debug:
+                    assert any("Sending envelope" in m for m in shown), shown
+                else:
+                    assert built == []
+    finally:
+        logging.setLogRecordFactory(make_record)
+        sdk_logger.removeHandler(handler)

@@ -191,6 +191,7 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     options.update(extra_options)
     options["_experiments"] = {**options["_experiments"], **extra_experiments}
     sentry_sdk.init(**options)
+    _quiet_sdk_logger(settings.debug)
     _active_options = key
     _request_path_setup(options)
     summary = dsn_summary(settings.dsn_value)
@@ -203,6 +204,17 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
         settings.effective_traces_sample_rate if settings.enable_tracing else "off",
     )
     return True
+
+
+def _quiet_sdk_logger(debug: bool) -> None:
+    """sentry-sdk keeps its logger at DEBUG and drops every record in a filter unless `debug` is
+    on, so each of its debug calls built a `LogRecord` (and looked up its caller) for nothing:
+    about 11 µs each, three per sampled request ("Starting transaction", "Discarding profile",
+    "Sending envelope"). With debug off nothing of its is shown anyway; warnings still reach
+    the filter, so a later `sentry_sdk.init(debug=True)` still shows them."""
+    from sentry_sdk.utils import logger as sdk_logger
+
+    sdk_logger.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _request_path_setup(options: dict[str, Any]) -> None:
