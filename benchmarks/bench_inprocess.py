@@ -182,17 +182,35 @@ def _instructions(config: str, count: int, dsn: str) -> tuple[int, int]:
     raise RuntimeError(f"callgrind printed no total for {config}: {out.stderr[-500:]}")
 
 
+def _peak_rss_mb(config: str, count: int, dsn: str) -> float:
+    """Peak RSS of the same child run natively: under valgrind it would be valgrind's."""
+    argv = [sys.executable, __file__, "--child", config, "--dsn", dsn, "--plain"]
+    out = subprocess.run(
+        [*argv, "--requests", str(count)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
 def _instruction_table(dsn: str, configs: list[str]) -> None:
     per_request: dict[str, float] = {}
     sent: dict[str, float] = {}
+    rss: dict[str, float] = {}
     for name in configs:
         small, sent_small = _instructions(name, 500, dsn)
         large, sent_large = _instructions(name, 2500, dsn)
         per_request[name] = (large - small) / 2000
         sent[name] = (sent_small + sent_large) / 3000
+        rss[name] = _peak_rss_mb(name, 2500, dsn)
         print(f"{name:16} {per_request[name]:12,.0f} instructions per request", flush=True)
     base = per_request.get("none")
-    print(f"\n{'configuration':58} {'instr/req':>10} {'ratio':>6} {'vs SDK':>7} {'sent/req':>8}")
+    print(
+        f"\n{'configuration':58} {'instr/req':>10} {'ratio':>6} {'vs SDK':>7} {'sent/req':>8}"
+        f" {'peak RSS MB':>11}"
+    )
     for name in configs:
         twin = name.replace("install-", "sdk-")
         versus = ""
@@ -201,12 +219,13 @@ def _instruction_table(dsn: str, configs: list[str]) -> None:
         ratio = f"{base / per_request[name]:6.2f}" if base else ""
         print(
             f"{CONFIGS[name]:58} {per_request[name]:10,.0f} {ratio:>6} {versus:>7} "
-            f"{sent[name]:8.3f}"
+            f"{sent[name]:8.3f} {rss[name]:11.1f}"
         )
     print(
         "\nratio = instructions of 'no Sentry at all' / this configuration's (1.00 = free);"
         "\nsent/req = envelopes that reached the receiver per request (every sampled transaction"
-        "\nis sent and counted: the queue is large and the child flushes before it exits)"
+        "\nis sent and counted: the queue is large and the child flushes before it exits);"
+        "\npeak RSS MB = the same child's 2,500 requests run without valgrind"
     )
 
 
@@ -225,6 +244,8 @@ def _child(config: str, count: int, dsn: str, plain: bool = False) -> None:
             import sentry_sdk
 
             sentry_sdk.flush(timeout=600)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"config": config, "peak_rss_mb": peak_mb}))
         return
     app = _build(config, dsn)
     micros = asyncio.run(_drive(app, count))
