@@ -62,11 +62,26 @@ CONFIGS = {
     # diagnostics (not run by default): what part of (d) tracing and profiling cost
     "g": "(d) without profiling",
     "h": "(d) without tracing (errors only)",
+    # issue 7's tracing-off and 1.0 comparisons over HTTP (not run by default): `--configs acdfhij`
+    "i": "bare sentry_sdk.init(FastApiIntegration), tracing off",
+    "j": "bare sentry_sdk.init(FastApiIntegration), traces 1.0",
 }
 DEFAULT_CONFIGS = "abcdef"
 ENDPOINTS = {"trivial": "/api/hello", "realistic": "/api/products/1"}
 #: (numerator, denominator, target) for the ratios of requests per second.
-RATIOS = (("b", "a", 0.99), ("d", "c", 1.0), ("d", "e", 1.5), ("d", "a", None), ("f", "a", None))
+RATIOS = (
+    ("b", "a", 0.99),
+    ("d", "c", 1.0),
+    ("d", "e", 1.5),
+    ("d", "a", None),
+    ("f", "a", None),
+    ("h", "a", None),
+    ("i", "a", None),
+    ("h", "i", None),
+    ("c", "a", None),
+    ("j", "a", None),
+    ("f", "j", None),
+)
 JWT_SECRET = "bench-secret"
 
 WRK_SCRIPT = """
@@ -95,11 +110,12 @@ def create_bench_app() -> Any:
         return create_app(with_sentry=False)
     if config in ("b", "d", "f", "g", "h"):
         return create_app()  # install(); the SENTRY_* variables decide the rest
-    if config == "c":
+    if config in ("c", "i", "j"):
         import sentry_sdk
         from sentry_sdk.integrations.fastapi import FastApiIntegration
 
-        sentry_sdk.init(dsn=dsn, integrations=[FastApiIntegration()], traces_sample_rate=0.1)
+        rate = {"c": 0.1, "i": None, "j": 1.0}[config]
+        sentry_sdk.init(dsn=dsn, integrations=[FastApiIntegration()], traces_sample_rate=rate)
         return create_app(with_sentry=False)
     if config == "e":
         _seed_init(dsn)
@@ -307,7 +323,7 @@ def _wrk(url: str, seconds: float, connections: int, script: Path, token: str) -
 def _server_env(config: str, base: dict[str, str], dsn: str) -> dict[str, str]:
     env = dict(base)
     env["BENCH_CONFIG"] = config
-    if config in ("c", "e"):
+    if config in ("c", "e", "i", "j"):
         env["BENCH_DSN"] = dsn
     if config in ("d", "f", "g", "h"):
         env.update(
@@ -354,8 +370,12 @@ def run_one(
             _wrk(url, args.warmup, args.connections, tools["script"], tools["token"])
             spy = _start_py_spy(server.pid, args.duration, profile) if profile else None
             cpu_before = _cpu_seconds(server.pid)
+            received_before = tools["receiver"].requests
             result = _wrk(url, args.duration, args.connections, tools["script"], tools["token"])
             cpu = _cpu_seconds(server.pid) - cpu_before
+            # what the SDK got out during the load: when sending cannot keep up, its queue (100)
+            # drops the rest, and a cheaper send shows here rather than in req/s
+            result["envelopes_received"] = tools["receiver"].requests - received_before
             if spy is not None:
                 spy.wait(60)
             result["peak_rss_mb"] = round(_proc_status(server.pid, "VmHWM") / 1024, 1)
@@ -371,6 +391,9 @@ def run_one(
     result["rps"] = round(result["requests"] / seconds, 1)
     requests = result["requests"]
     result["server_cpu_us_per_request"] = round(cpu * 1e6 / requests, 1) if requests else None
+    result["envelopes_per_request"] = (
+        round(result["envelopes_received"] / requests, 4) if requests else None
+    )
     return result
 
 
@@ -505,7 +528,7 @@ def _table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = [
         f"{'endpoint':<10} {'cfg':<3} {'configuration':<66} {'requests':>9} {'req/s':>7} "
         f"{'(range over rounds)':>19} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10} "
-        f"{'peak RSS MB':>11} {'errors':>6}"
+        f"{'peak RSS MB':>11} {'errors':>6} {'sent/req':>8}"
     ]
     for endpoint, by_config in results.items():
         for config, r in by_config.items():
@@ -517,7 +540,8 @@ def _table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             lines.append(
                 f"{head} {r['rps']:>7.0f} {spread:>19} {r['p50_us'] / 1000:>7.2f} "
                 f"{r['p99_us'] / 1000:>7.2f} {r['server_cpu_us_per_request']:>10.0f} "
-                f"{r['peak_rss_mb']:>11.1f} {r['status_errors'] + r['socket_errors']:>6}"
+                f"{r['peak_rss_mb']:>11.1f} {r['status_errors'] + r['socket_errors']:>6} "
+                f"{r.get('envelopes_per_request') or 0:>8.3f}"
             )
     lines.append("")
     lines.append(f"{'ratio':<8} {'endpoint':<10} {'req/s':>7} {'CPU':>7} {'target':>8}  met")
@@ -614,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         "workdir": workdir,
         "script": script,
         "dsn": receiver.dsn,
+        "receiver": receiver,
         "token": issue_token({"sub": "1"}, JWT_SECRET, 24 * 3600),
     }
     load_before = os.getloadavg()

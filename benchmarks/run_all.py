@@ -1,4 +1,4 @@
-"""Run every benchmark in turn (`make bench`): overhead, scrubbing cost, inbox ingest.
+"""Run every benchmark in turn (`make bench`, about 45 min): overhead, scrubbing, inbox ingest.
 
 Each prints its own table (speed beside peak RSS) and keeps its raw JSON where it says. They run one
 after another, never together: they measure the same two cores.
@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     ["bench_overhead.py"],
     ["bench_inprocess.py"],
+    ["bench_inprocess.py", "--instructions"],  # the README's figures for the request path
     ["bench_scrubbing.py"],
     ["bench_inbox_ingest.py", "--senders", "4", "8", "16", "--seconds", "8"],
 )
