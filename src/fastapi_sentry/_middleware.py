@@ -5,12 +5,13 @@ a new ASGI wrapper object, a transaction object even when tracing is off or the 
 sampled, trace ids (uuid4, a `Random` seeded per request), request-data extraction, a body read,
 transaction naming, session objects, `get_client()` about 20 times. Measured in-process on a
 trivial endpoint (benchmarks/bench_inprocess.py --instructions, CPU instructions per request,
-2026-11-23): no Sentry 330k; bare SDK with tracing off 918k, at traces 0.1 1.52M (every sampled
+2026-11-23): no Sentry 331k; bare SDK with tracing off 911k, at traces 0.1 1.41M (every sampled
 transaction sent). An untraced request that succeeds needs almost none of that; events are rare
-and can do their own work. With this path instead: 382k with tracing off (0.86 of the bare
-app's throughput, 2.4x the bare SDK's), 761k at traces 0.1 (0.43, 2.0x), most of it sending the
-sampled transactions. What is left with tracing off, about 52k: the two scope forks ~14k, the
-response wrapper ~11k, the rest ~27k.
+and can do their own work. With this path instead: 387k with tracing off (0.85 of the bare
+app's throughput, 2.35x the bare SDK's), 662k at traces 0.1 (0.50, 2.1x), most of it recording
+and sending the sampled transactions. What is left with tracing off, about 57k (timeit of the
+pieces): the two scope forks ~1.9 µs, the response wrapper ~1.0 µs, three context variables
+~0.8 µs, the request id ~0.6 µs, request state, header scan and propagation context ~0.9 µs.
 
 So the SDK's Starlette and FastAPI integrations are disabled (`disabled_integrations`, see
 `_setup`) and this one ASGI middleware replaces them. Per request it:
