@@ -52,7 +52,10 @@ CONFIGS: dict[str, str] = {
 _received = {"envelopes": 0}
 
 
-def _receiver() -> str:
+def _receiver(port: int = 0) -> str:
+    """A receiver in this process; its DSN. Port 80 gives a DSN without a port, as hosted
+    Sentry's: sentry-sdk traces its own sends only for DSNs with one."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Sentry's own endpoint
 
@@ -72,9 +75,13 @@ def _receiver() -> str:
         def handle_error(self, request: Any, client_address: Any) -> None:
             pass  # a measured child that exits mid-connection is not news
 
-    server = Server(("127.0.0.1", 0), Handler)
+    try:
+        server = Server(("127.0.0.1", port), Handler)
+    except PermissionError:
+        raise SystemExit(f"cannot listen on port {port}: ports below 1024 need root") from None
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://public@127.0.0.1:{server.server_address[1]}/1"
+    bound = server.server_address[1]
+    return f"http://public@127.0.0.1{'' if bound == 80 else f':{bound}'}/1"
 
 
 _SCOPE: dict[str, Any] = {
@@ -305,6 +312,12 @@ def main() -> int:
     parser.add_argument(
         "--configs", default=",".join(CONFIGS), help="comma-separated, for --instructions"
     )
+    parser.add_argument(
+        "--receiver-port",
+        type=int,
+        default=0,
+        help="80: a DSN without a port, as hosted Sentry's (needs root); default: any free port",
+    )
     args = parser.parse_args()
     if args.profile:
         _profile(args.profile, args.requests)
@@ -312,7 +325,7 @@ def main() -> int:
     if args.child:
         _child(args.child, args.requests, args.dsn, args.plain)
         return 0
-    dsn = _receiver()
+    dsn = _receiver(args.receiver_port)
     if args.instructions:
         chosen = args.configs.split(",")
         unknown = sorted(set(chosen) - set(CONFIGS))
