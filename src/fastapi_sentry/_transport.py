@@ -14,8 +14,9 @@ Two cheaper sends, each one measured on a sampled request (see `benchmarks/bench
 - sentry-sdk's stdlib integration means to leave the SDK's own requests alone, but its check
   (`is_sentry_url`) compares the connection's host with the DSN's host *and port*, so for a DSN
   with a port (this project's inbox, a self-hosted Sentry on a port) every envelope POST got a
-  span, a breadcrumb through `before_breadcrumb`, a parsed URL and `sentry-trace`/`baggage`
-  headers. Our connections call http.client's own `putrequest`, which the SDK's patch wraps.
+  span, a breadcrumb through `before_breadcrumb` and a parsed URL: about 216k instructions per
+  envelope (bench_inprocess, bare SDK at 1.0, DSN with and without a port). Our connections call
+  http.client's own `putrequest`, which the SDK's patch wraps.
 - Brotli quality 1 instead of the SDK's 4: 10 µs against 48 µs for a typical transaction
   envelope (timeit), for a body about 13% larger.
 """
