@@ -118,7 +118,7 @@ class RequestContextMiddleware:
         current_token = _current_scope.set(fork(Scope.get_current_scope()))
         state_token = current_request.set(state)
         try:
-            if has_body:
+            if has_body and self.max_body_bytes:
                 receive = _keeping_body(receive, state, self.max_body_bytes)
             if sampled:
                 await self._traced(scope, receive, send, state, propagation)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import sentry_sdk
 from sentry_sdk._types import AnnotatedValue
+from sentry_sdk.client import BaseClient
 from sentry_sdk.data_collection import _apply_key_value_collection_filtering
 from sentry_sdk.integrations._asgi_common import (
     _get_ip,
@@ -123,13 +124,14 @@ class RequestEnricher:
         if not isinstance(request, dict):
             request = {}
         request.update(_get_request_data(asgi_scope, root_path_in_path=_ROOT_PATH_IN_PATH))
-        options = sentry_sdk.get_client().options
+        client = sentry_sdk.get_client()
+        options = client.options
         headers = _headers(asgi_scope, (b"cookie", b"content-type", b"content-length"))
         cookies = _cookies(headers.get("cookie"), options)
         if cookies:
             request["cookies"] = cookies
-        if _bodies_collected(options):
-            data = _body(state, headers)
+        if bodies_collected(options):
+            data = _body(state, headers, client)
             if data is not None:
                 request["data"] = data
         event["request"] = request
@@ -184,13 +186,14 @@ def _cookies(header: str | None, options: dict[str, Any]) -> dict[str, Any] | No
     return cookie_parser(header) if should_send_default_pii() else None
 
 
-def _bodies_collected(options: dict[str, Any]) -> bool:
+def bodies_collected(options: dict[str, Any]) -> bool:
+    """Whether the SDK's data-collection rules let request bodies into events at all."""
     if has_data_collection_enabled(options):
         return "incoming_request" in options["data_collection"]["http_bodies"]
     return True
 
 
-def _body(state: RequestState, headers: dict[str, str]) -> Any:
+def _body(state: RequestState, headers: dict[str, str], client: BaseClient) -> Any:
     """The body as sentry-sdk's Starlette integration shows it, from what the app read."""
     try:
         length = int(headers.get("content-length", "0"))
@@ -198,7 +201,7 @@ def _body(state: RequestState, headers: dict[str, str]) -> Any:
         return None
     if not length:
         return None
-    if not request_body_within_bounds(sentry_sdk.get_client(), length):
+    if not request_body_within_bounds(client, length):
         return AnnotatedValue.removed_because_over_size_limit()
     if state.body_chunks is None:
         return None  # the app never read it; reading it now could hang on a closed connection

@@ -358,10 +358,16 @@ def _wrap_middleware_stack(
 
 
 def _max_body_bytes() -> int:
-    """The most body the SDK would attach (`max_request_body_size`), kept while the app reads."""
+    """The most body the SDK would attach (`max_request_body_size`), kept while the app reads;
+    0 when no body can reach an event, so the request path does not watch bodies at all."""
     import sentry_sdk
 
-    size = sentry_sdk.get_client().options.get("max_request_body_size", "medium")
+    from fastapi_sentry._request_event import bodies_collected
+
+    options = sentry_sdk.get_client().options
+    if not bodies_collected(options):
+        return 0
+    size = options.get("max_request_body_size", "medium")
     return {"never": 0, "small": 1_000, "medium": 10_000, "always": 1 << 62}.get(size, 10_000)
 
 
