@@ -396,7 +396,13 @@ def test_sdk_debug_records_are_not_even_built_unless_debug_is_on() -> None:
         with Receiver() as receiver:
             for debug in (False, True):
                 app = make_app()
-                fastapi_sentry.install(app, dsn=receiver.dsn, traces_sample_rate=1.0, debug=debug)
+                fastapi_sentry.install(
+                    app,
+                    dsn=receiver.dsn,
+                    traces_sample_rate=1.0,
+                    profiles_sample_rate=0.0,  # a profiler session would send after the test
+                    debug=debug,
+                )
                 built.clear()  # what init logs is built before install() can set the level
                 shown.clear()
                 with TestClient(app) as client:

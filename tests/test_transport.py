@@ -141,7 +141,9 @@ def test_our_sends_are_not_instrumented_by_the_sdk_when_the_dsn_has_a_port(
         )
     http_breadcrumbs.clear()
     with Receiver() as receiver, Receiver() as other_service:
-        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0)
+        fastapi_sentry.install(
+            FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=0.0
+        )
         _send_three(receiver)
         assert http_breadcrumbs == []
         # an outgoing http.client call of the app's, inside a transaction, still is traced
