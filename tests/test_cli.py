@@ -25,7 +25,8 @@ import pytest
 import sentry_sdk
 
 from fastapi_sentry import __version__
-from fastapi_sentry._cli import CHECK_MESSAGE, CHECK_TAG, main
+from fastapi_sentry._cli import main
+from fastapi_sentry._cli.check import CHECK_MESSAGE, CHECK_TAG
 from fastapi_sentry._settings import DSN_HELP
 from fastapi_sentry.inbox import InboxServer
 
@@ -559,9 +560,9 @@ def test_demo_is_dispatched_with_its_arguments(monkeypatch: pytest.MonkeyPatch) 
         calls.append(argv)
         return 5
 
-    fake = types.ModuleType("fastapi_sentry._cli_demo")
+    fake = types.ModuleType("fastapi_sentry._cli.demo")
     fake.run_demo = run_demo  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fastapi_sentry._cli_demo", fake)
+    monkeypatch.setitem(sys.modules, "fastapi_sentry._cli.demo", fake)
     assert main(["demo", "--port", "0", "--help"]) == 5
     assert calls == [["--port", "0", "--help"]]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fastapi_sentry._cli_demo import STOP_HINT
+from fastapi_sentry._cli.demo import STOP_HINT
 from tests.e2e_support import BIN, REPO_ROOT, child_env
 
 pytestmark = pytest.mark.slow

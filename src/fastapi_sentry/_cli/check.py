@@ -1,71 +1,53 @@
-"""The `fastapi-sentry` command: `check` the settings end to end, run the local `inbox`, `demo`.
-
-This is the only module of the library that prints. User errors are one line on stderr,
-`fastapi-sentry: <what is wrong and the fix>`, never a traceback and never a DSN key.
+"""`fastapi-sentry check`: send a test event with the service's own settings and wait for the
+server's answer, so a wrong DSN or a blocked network shows at deploy time, not at the first error.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.metadata
 import json
-import logging
-import signal
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass
-from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from fastapi_sentry._cli._output import EXIT_OK, EXIT_USAGE, error, say, seconds
 from fastapi_sentry._errors import ConfigError
 from fastapi_sentry._settings import load_settings
-from fastapi_sentry._version import __version__
 
 if TYPE_CHECKING:
     from sentry_sdk.envelope import Envelope
     from sentry_sdk.transport import HttpTransport
 
-    from fastapi_sentry.inbox import InboxInfo, Project
-
-PROG = "fastapi-sentry"
-
-#: Exit codes: delivered / done, not accepted or not delivered, bad settings or arguments.
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
 CHECK_MESSAGE = "fastapi-sentry check: a test event (safe to resolve)"
 CHECK_TAG = "fastapi_sentry.check"
 DEFAULT_CHECK_TIMEOUT = 10.0
-
-DEFAULT_INBOX_HOST = "127.0.0.1"
-DEFAULT_INBOX_PORT = 8969
-DEFAULT_INBOX_DB = ".fastapi-sentry/inbox.sqlite3"
-INBOX_TOKEN_VARIABLE = "FASTAPI_SENTRY_INBOX_TOKEN"
-INBOX_EXTRA_HINT = "install it with: pip install 'fastapi-sentry[inbox]'"
 
 # Seconds the inbox probe after a delivered check may take: it only decides what to print.
 _PROBE_TIMEOUT = 2.0
 
 
-def _say(*lines: str) -> None:
-    for line in lines:
-        print(line, flush=True)
-
-
-def _error(message: str, code: int = EXIT_FAILED) -> int:
-    """Print one line to stderr and return `code`; newlines in the message are folded."""
-    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr, flush=True)
-    return code
-
-
-# --- check --------------------------------------------------------------------------------------
+def add_parser(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="send a test event with the service's settings and wait for the server's answer",
+        description=(
+            "Load the settings exactly as install() does (SENTRY_* variables and .env), send a "
+            "test event through sentry-sdk's HTTP transport and wait for the answer. Exit "
+            "codes: 0 accepted, 1 not accepted or no answer in time, 2 invalid settings or "
+            "Sentry off."
+        ),
+    )
+    check.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_CHECK_TIMEOUT,
+        help=f"seconds to wait for the server's answer (default {DEFAULT_CHECK_TIMEOUT:g})",
+    )
+    check.set_defaults(run=run)
 
 
 @dataclass(frozen=True)
@@ -247,17 +229,17 @@ def _close_client(timeout: float) -> None:
     sentry_sdk.get_client().close(timeout=timeout)
 
 
-def _check(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from fastapi_sentry._settings import dsn_summary
     from fastapi_sentry._setup import init_sdk, off_reason
 
     try:
         settings = load_settings()
     except ConfigError as exc:
-        return _error(str(exc), EXIT_USAGE)
+        return error(str(exc), EXIT_USAGE)
     if not settings.is_active:
         enable = "" if settings.enabled else " and SENTRY_ENABLED=true"
-        return _error(
+        return error(
             f"Sentry is off ({off_reason(settings)}), so there is nothing to check; set "
             f"SENTRY_DSN to the project's DSN{enable} (in the environment or .env) and run "
             "the check again.",
@@ -276,21 +258,21 @@ def _check(args: argparse.Namespace) -> int:
     event_id = sentry_sdk.capture_message(CHECK_MESSAGE, level="info", tags={CHECK_TAG: "true"})
     if event_id is None:
         _close_client(0)
-        return _error(
+        return error(
             "sentry-sdk dropped the test event before sending it (a before_send hook or an "
             "event processor returned None); nothing was sent to " + where + ".",
         )
     delivery = log.wait(event_id, args.timeout)
     _close_client(0 if delivery is None else min(args.timeout, 2.0))
     if delivery is None:
-        return _error(
+        return error(
             f"the test event {event_id} was not delivered to {where} within {args.timeout:g} s "
             "(no answer); check the network path to the host, or raise --timeout.",
         )
     if not delivery.accepted:
-        return _error(f"the test event {event_id} was not accepted by {where}: {delivery.reason}.")
+        return error(f"the test event {event_id} was not accepted by {where}: {delivery.reason}.")
 
-    _say(
+    say(
         f"Sentry settings are valid: environment={settings.environment!r} "
         f"release={settings.effective_release or '(not set)'!r} traces_sample_rate="
         f"{settings.effective_traces_sample_rate:g}.",
@@ -299,228 +281,15 @@ def _check(args: argparse.Namespace) -> int:
     )
     link = _inbox_link(dsn, event_id)
     if link is not None:
-        _say(f"See it in the fastapi-sentry inbox: {link}")
+        say(f"See it in the fastapi-sentry inbox: {link}")
     else:
-        _say(
+        say(
             f"See it in Sentry: open project {summary['project_id']} and search the issues for "
             f"{event_id} (it is an info-level message tagged {CHECK_TAG}:true)."
         )
     if settings.error_sample_rate < 1.0:
-        _say(
+        say(
             f"Note: SENTRY_ERROR_SAMPLE_RATE is {settings.error_sample_rate:g}, so the service "
             "sends only that share of its errors; the check's own event was not sampled."
         )
     return EXIT_OK
-
-
-# --- inbox --------------------------------------------------------------------------------------
-
-
-def _inbox_url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"http://{shown}:{port}"
-
-
-def _print_projects(projects: Sequence[Project], url: str) -> None:
-    width = max(len(p.name) for p in projects)
-    for project in projects:
-        _say(f"  {project.id:>3}  {project.name:<{width}}  SENTRY_DSN={project.dsn(url)}")
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
-
-
-def _inbox(args: argparse.Namespace) -> int:
-    parser: argparse.ArgumentParser = args.parser
-    if args.action != "create-project" and args.name is not None:
-        parser.error(f"unexpected argument {args.name!r}; only create-project takes a NAME")
-    if args.action == "create-project" and not args.name:
-        parser.error("create-project needs a NAME, e.g. `fastapi-sentry inbox create-project api`")
-    if args.action != "serve" and args.port == 0:
-        parser.error(f"{args.action} prints DSNs, so it needs the --port the inbox serves on")
-    try:
-        from fastapi_sentry.inbox import InboxStore, serve
-    except ImportError as exc:
-        return _error(f"the inbox needs the inbox extra ({exc}); {INBOX_EXTRA_HINT}")
-
-    url = _inbox_url(args.host, args.port)
-    try:
-        with InboxStore(args.db) as store:
-            store.default_project()
-            if args.action == "create-project":
-                project = store.create_project(args.name)
-                _say(f"Created project {project.name!r} in {args.db}:")
-                _print_projects([project], url)
-                return EXIT_OK
-            projects = store.list_projects()
-    except ValueError as exc:  # a duplicate or over-long project name
-        return _error(str(exc))
-    except OSError as exc:
-        return _error(f"cannot open the inbox database {args.db!r} ({exc}); pass another --db.")
-    if args.action == "list-projects":
-        _say(f"Projects in {args.db} (DSNs for {url}):")
-        _print_projects(projects, url)
-        return EXIT_OK
-
-    def on_ready(info: InboxInfo) -> None:
-        _say(f"fastapi-sentry inbox: {info.url}/  (database {args.db})")
-        _print_projects(projects, info.url)
-        if info.token is not None:
-            _say(
-                f"Token: {info.token}",
-                f"  open {info.url}/?token={info.token} or send 'Authorization: Bearer <token>'",
-            )
-        _say("Serving until Ctrl-C.")
-
-    inbox_logger = logging.getLogger("fastapi_sentry.inbox")
-    if not inbox_logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        inbox_logger.addHandler(handler)
-        inbox_logger.setLevel(logging.INFO)
-    # SIGTERM (docker stop, systemd) ends the inbox as cleanly as Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        serve(host=args.host, port=args.port, db_path=args.db, token=args.token, on_ready=on_ready)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        return _error(exc.strerror or str(exc))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    _say("Inbox stopped.")
-    return EXIT_OK
-
-
-# --- demo ---------------------------------------------------------------------------------------
-
-
-def _demo(argv: list[str]) -> int:
-    # imported on use: the demo pulls in uvicorn, httpx and the inbox, which check does not need
-    from fastapi_sentry._cli_demo import run_demo
-
-    return run_demo(argv)
-
-
-# --- parser -------------------------------------------------------------------------------------
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
-    return port
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0 < seconds <= 600:
-        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0 and at most 600 seconds")
-    return seconds
-
-
-def _versions() -> str:
-    try:
-        sdk = importlib.metadata.version("sentry-sdk")
-    except importlib.metadata.PackageNotFoundError:
-        sdk = "not installed"
-    return f"{PROG} {__version__} (sentry-sdk {sdk})"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    import os
-
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Sentry for FastAPI services: check the settings, run a local inbox.",
-    )
-    parser.add_argument("--version", action="version", version=_versions())
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    check = commands.add_parser(
-        "check",
-        help="send a test event with the service's settings and wait for the server's answer",
-        description=(
-            "Load the settings exactly as install() does (SENTRY_* variables and .env), send a "
-            "test event through sentry-sdk's HTTP transport and wait for the answer. Exit "
-            "codes: 0 accepted, 1 not accepted or no answer in time, 2 invalid settings or "
-            "Sentry off."
-        ),
-    )
-    check.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=DEFAULT_CHECK_TIMEOUT,
-        help=f"seconds to wait for the server's answer (default {DEFAULT_CHECK_TIMEOUT:g})",
-    )
-
-    inbox = commands.add_parser(
-        "inbox",
-        help="run a local Sentry-compatible inbox, or manage its projects",
-        description=(
-            "serve (the default): run the inbox and print each project's DSN; "
-            "create-project NAME: add a project and print its DSN; "
-            "list-projects: print the projects and their DSNs."
-        ),
-    )
-    inbox.add_argument(
-        "action",
-        nargs="?",
-        default="serve",
-        choices=("serve", "create-project", "list-projects"),
-        help="what to do (default: serve)",
-    )
-    inbox.add_argument(
-        "name", nargs="?", metavar="NAME", help="the project name, for create-project"
-    )
-    inbox.add_argument(
-        "--host",
-        default=DEFAULT_INBOX_HOST,
-        help="address to listen on (default 127.0.0.1; any other needs a token, made if absent)",
-    )
-    inbox.add_argument(
-        "--port",
-        type=_port,
-        default=DEFAULT_INBOX_PORT,
-        help=f"port (default {DEFAULT_INBOX_PORT}; 0 picks a free one)",
-    )
-    inbox.add_argument(
-        "--db",
-        default=DEFAULT_INBOX_DB,
-        help=f"SQLite database file, created if missing (default {DEFAULT_INBOX_DB})",
-    )
-    inbox.add_argument(
-        "--token",
-        default=os.environ.get(INBOX_TOKEN_VARIABLE) or None,
-        help=f"token that protects the pages and API (default: ${INBOX_TOKEN_VARIABLE})",
-    )
-    inbox.set_defaults(parser=inbox)
-
-    commands.add_parser(
-        "demo",
-        help="run the example service against a local inbox (see `fastapi-sentry demo --help`)",
-        add_help=False,
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (the console script exits with it)."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["demo"]:
-        # The demo parses its own arguments.
-        return _demo(args_list[1:])
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    if args.command == "check":
-        return _check(args)
-    if args.command == "inbox":
-        return _inbox(args)
-    return _demo([])
