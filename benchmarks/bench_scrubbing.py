@@ -10,7 +10,7 @@ Prints two tables:
    copy per iteration, made outside the timed region. Peak RSS of the process and the peak of
    memory allocated during one call (tracemalloc, measured in a separate untimed pass) sit beside
    the speed figures;
-2. the planted-secret corpus (tests/scrub_corpus.py) scored for our Scrubber, sentry-sdk's
+2. the planted-secret corpus (tests/scrubbing/corpus.py) scored for our Scrubber, sentry-sdk's
    EventScrubber (default and recursive=True) and the seeds' top-level filter.
 
 --breakdown prints where the cold time of the typical event goes instead: the walk, and each
@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentry_sdk.scrubber import EventScrubber
-from tests.scrub_corpus import (
+from tests.scrubbing.corpus import (
     BENIGN,
     benchmark_events,
     build_corpus,
@@ -143,18 +143,26 @@ def scrubber_at(rev: str) -> type[Scrubber]:
     root = Path(__file__).resolve().parents[1]
     folder = Path(tempfile.mkdtemp(prefix="bench_scrubbing_"))
 
-    def source(name: str) -> str:
-        return subprocess.run(
-            ["git", "show", f"{rev}:src/fastapi_sentry/{name}.py"],
-            cwd=root, check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+    def source(*names: str) -> str:
+        """The first of these paths that exists at `rev` (the modules moved into _scrubbing/)."""
+        for name in names:
+            shown = subprocess.run(
+                ["git", "show", f"{rev}:src/fastapi_sentry/{name}.py"],
+                cwd=root, check=False, capture_output=True, text=True,
+            )  # fmt: skip
+            if shown.returncode == 0:
+                return shown.stdout
+        raise SystemExit(f"--against {rev}: none of {names} exists at that revision")
 
-    (folder / "detectors_before.py").write_text(source("_detectors"))
-    (folder / "scrubbing_before.py").write_text(
-        source("_scrubbing").replace(
-            "from fastapi_sentry import _detectors as d", "import detectors_before as d"
-        )
+    (folder / "detectors_before.py").write_text(source("_scrubbing/detectors", "_detectors"))
+    old_imports = (
+        "from fastapi_sentry._scrubbing import detectors as d",
+        "from fastapi_sentry import _detectors as d",
     )
+    scrubber = source("_scrubbing/scrubber", "_scrubbing")
+    for line in old_imports:
+        scrubber = scrubber.replace(line, "import detectors_before as d")
+    (folder / "scrubbing_before.py").write_text(scrubber)
     sys.path.insert(0, str(folder))
     try:
         before: type[Scrubber] = importlib.import_module("scrubbing_before").Scrubber
@@ -224,8 +232,8 @@ def speed_table(quick: bool, against: str | None) -> None:
 
 def breakdown() -> None:
     """The cold path of the typical event, step by step (private methods: this follows the code)."""
-    from fastapi_sentry import _detectors as d
-    from fastapi_sentry import _scrubbing as s
+    from fastapi_sentry._scrubbing import detectors as d
+    from fastapi_sentry._scrubbing import scrubber as s
 
     event = benchmark_events()["typical"]
     scrubber = Scrubber()

@@ -20,6 +20,22 @@ SETTINGS_VARIABLES = ("ENVIRONMENT", "APP_VERSION", "VERSION", "HOSTNAME", "DEBU
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+#: Set by tests/test_fallback.py: run the install and request-path tests on sentry-sdk's own
+#: Starlette/FastAPI integrations, as install() does on an untested sentry-sdk.
+FORCE_FALLBACK = os.environ.get("FASTAPI_SENTRY_TEST_FALLBACK") == "1"
+FALLBACK_REASON = "forced by the test suite"
+
+
+@pytest.fixture(autouse=True)
+def request_path_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not FORCE_FALLBACK:
+        return
+    if request.node.get_closest_marker("lean_only") is not None:
+        pytest.skip("checks the lean request path itself")
+    from fastapi_sentry._fastpath import _sdk_seam
+
+    monkeypatch.setattr(_sdk_seam, "PROBLEM", FALLBACK_REASON)
+
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

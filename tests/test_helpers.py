@@ -29,14 +29,13 @@ from fastapi_sentry._helpers import (
     Operation,
     capture_exception,
     capture_message,
-    latest_event_id,
     operation,
-    remember_sent_event,
     trace,
     track_business_event,
     track_external_api_error,
     track_slow_operation,
 )
+from fastapi_sentry._pipeline import latest_event_id, remember_sent_event
 from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
 
 DSN = "http://publickey@127.0.0.1:9/42"
@@ -56,7 +55,6 @@ class SwallowedLog(logging.Handler):
 @pytest.fixture(autouse=True)
 def loud_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[SwallowedLog]:
     """Fail the test if a helper swallowed an exception: quiet in production, loud in tests."""
-    monkeypatch.setattr(_helpers, "_last_event_id", None)
     handler = SwallowedLog()
     log = logging.getLogger("fastapi_sentry")
     log.addHandler(handler)

@@ -6,6 +6,7 @@ what services kept writing by hand. Nothing here imports sentry_sdk until Sentry
 
 from typing import TYPE_CHECKING, Any
 
+from fastapi_sentry._context import RequestIdLogFilter, get_request_id
 from fastapi_sentry._errors import ConfigError, FastApiSentryError, MissingExtraError
 from fastapi_sentry._health import add_health_check
 from fastapi_sentry._helpers import (
@@ -17,7 +18,6 @@ from fastapi_sentry._helpers import (
     track_external_api_error,
     track_slow_operation,
 )
-from fastapi_sentry._request_id import RequestIdLogFilter, get_request_id
 from fastapi_sentry._scrubbing import scrub_event
 from fastapi_sentry._settings import SentrySettings, load_settings
 from fastapi_sentry._setup import install

@@ -7,7 +7,6 @@ with it enabled the SDK is already in `sys.modules` (install imported it).
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,8 +14,10 @@ from fastapi.responses import JSONResponse
 
 from fastapi_sentry._errors import FastApiSentryError
 from fastapi_sentry._health import run_health_checks
-from fastapi_sentry._helpers import capture_exception, latest_event_id
+from fastapi_sentry._helpers import capture_exception
+from fastapi_sentry._pipeline import latest_event_id
 from fastapi_sentry._settings import SentrySettings, dsn_summary
+from fastapi_sentry._state import active_sdk
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,9 @@ def build_router(settings: SentrySettings) -> APIRouter:
 
 def status_report(settings: SentrySettings) -> dict[str, Any]:
     """Values from the live client when there is one, else from the settings."""
-    sdk = sys.modules.get("sentry_sdk")
-    client = sdk.get_client() if sdk is not None else None
-    if client is not None and client.is_active():
+    sdk = active_sdk()
+    if sdk is not None:
+        client = sdk.get_client()
         options = client.options
         dsn = dsn_summary(options.get("dsn"))
         return {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from starlette.applications import Starlette
 
 from fastapi_sentry._errors import ConfigError
 from fastapi_sentry._settings import SentrySettings
+from fastapi_sentry._state import active_sdk
 
 logger = logging.getLogger(__name__)
 
@@ -173,9 +173,9 @@ def sentry_check(settings: SentrySettings) -> CheckResult:
     start = time.perf_counter()
     healthy, message = True, "Sentry is disabled (SENTRY_DSN is not set)"
     if settings.is_active:
-        sdk = sys.modules.get("sentry_sdk")
+        sdk = active_sdk()
         client = sdk.get_client() if sdk is not None else None
-        if client is None or not client.is_active():
+        if client is None:
             healthy = False
             message = "SENTRY_DSN is set but the SDK is not initialised; call install(app)"
         elif getattr(client, "transport", None) is None:

@@ -28,7 +28,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi_sentry._request_state import current_request
+from fastapi_sentry._context import current_request
+from fastapi_sentry._pipeline import CAPTURED_MARK, add_global_processor
+from fastapi_sentry._state import active_sdk as _sdk
+from fastapi_sentry._state import remember_event_id
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -46,9 +49,6 @@ LEVELS: frozenset[str] = frozenset({"fatal", "error", "warning", "info", "debug"
 
 #: The context that `capture_exception(**context)` / `capture_message(**context)` fill.
 CONTEXT_NAME = "details"
-#: Attribute set on an exception once a helper reported it, so the framework's own capture of the
-#: same exception (re-raised by `operation`) is dropped, even from another thread's context.
-CAPTURED_MARK = "__fastapi_sentry_captured__"
 
 NO_EXCEPTION_MESSAGE = (
     "capture_exception() was called with no exception outside an except block, so there is "
@@ -62,24 +62,8 @@ MAX_ITEMS = 100
 MAX_DEPTH = 8
 MAX_TAG = 200
 
-_last_event_id: str | None = None
-_dedupe_installed = False
-
 
 # --- plumbing -------------------------------------------------------------------------------
-
-
-def _sdk() -> ModuleType | None:
-    """sentry_sdk when it was imported and has an active client; None means "do nothing"."""
-    sdk = sys.modules.get("sentry_sdk")
-    if sdk is None:
-        return None
-    try:
-        if not sdk.get_client().is_active():
-            return None
-    except Exception:  # a half-imported or torn-down SDK: behave as disabled
-        return None
-    return sdk
 
 
 def _swallowed(what: str) -> None:
@@ -167,56 +151,6 @@ def _bounded(value: object, depth: int = 0) -> object:
         return f"<{type(value).__name__} object that cannot be shown>"
 
 
-def _remember(event_id: str | None) -> None:
-    global _last_event_id
-    if event_id:
-        _last_event_id = event_id
-
-
-def remember_sent_event(event: Any, hint: Any) -> Any:
-    """A `before_send` link that records the event id for `GET /sentry/status`; returns the event.
-
-    Put it last in the `before_send` chain so dropped events are not counted. The SDK keeps its
-    own `last_event_id()` on the isolation scope, which is per request, so a status request could
-    never see another request's event; this record is process-wide.
-    """
-    try:
-        if isinstance(event, Mapping):
-            _remember(event.get("event_id"))
-    except Exception:  # a before_send link must hand the event on, whatever happens here
-        return event
-    return event
-
-
-def latest_event_id() -> str | None:
-    """Id of the last error or message event sent by this process (helpers or `before_send`)."""
-    return _last_event_id
-
-
-def _drop_already_captured(event: Any, hint: Any) -> Any:
-    """Global event processor: an exception a helper already reported is not reported again.
-
-    The SDK's DedupeIntegration does this with a context variable, which a threadpool endpoint
-    (a copied context) does not share with the middleware that captures the re-raised error.
-    """
-    try:
-        exc_info = hint.get("exc_info") if isinstance(hint, Mapping) else None
-        exc = exc_info[1] if exc_info else None
-        original = getattr(exc, CAPTURED_MARK, None) if exc is not None else None
-        if original is not None and original != event.get("event_id"):
-            return None
-    except Exception:  # when in doubt, send
-        return event
-    return event
-
-
-def _install_dedupe(sdk: ModuleType) -> None:
-    global _dedupe_installed
-    if not _dedupe_installed:
-        sdk.scope.add_global_event_processor(_drop_already_captured)
-        _dedupe_installed = True
-
-
 def _enrich(
     scope: Scope,
     *,
@@ -260,14 +194,14 @@ def _send(
     with _guard("send the event"), sdk.new_scope() as scope:
         _enrich(scope, level=level, tags=tags, contexts=contexts, fingerprint=fingerprint)
         if exc is not None:
-            _install_dedupe(sdk)
+            add_global_processor("drop_already_captured")
             event_id = sdk.capture_exception(exc)
             if event_id:
                 with _guard("mark the exception as reported"):
                     setattr(exc, CAPTURED_MARK, event_id)
         else:
             event_id = sdk.capture_message(_cut(message or ""), level=None)
-    _remember(event_id)
+    remember_event_id(event_id)
     return event_id
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fastapi_sentry._pipeline import add_global_processor
 from fastapi_sentry._settings import SentrySettings, dsn_summary, settings_from
+from fastapi_sentry._state import STATE, active_sdk
 from fastapi_sentry._users import DEFAULT_USER_RESOLVERS, UserResolver
 
 if TYPE_CHECKING:
@@ -35,8 +38,6 @@ _OPTIONAL_INTEGRATIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         {"monitor_beat_tasks": True, "propagate_traces": True, "exclude_beat_tasks": None},
     ),
 )
-
-_active_options: dict[str, Any] | None = None
 
 
 def off_reason(settings: SentrySettings) -> str:
@@ -61,48 +62,32 @@ def _optional_integrations() -> list[Any]:
     return found
 
 
-def build_init_options(settings: SentrySettings) -> dict[str, Any]:
-    """The keyword arguments for `sentry_sdk.init`; the one place they are decided."""
+def lean_path_problem() -> str | None:
+    """None when the lean request path can run on the installed sentry-sdk, else why not."""
+    from fastapi_sentry._fastpath import _sdk_seam
+
+    return _sdk_seam.PROBLEM
+
+
+def build_init_options(settings: SentrySettings, *, lean: bool = True) -> dict[str, Any]:
+    """The keyword arguments for `sentry_sdk.init`; the one place they are decided.
+
+    `lean`: our request path replaces sentry-sdk's Starlette/FastAPI integrations (see
+    `_fastpath`); without it those integrations run, configured the same way.
+    """
     from sentry_sdk.integrations.fastapi import FastApiIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
     from sentry_sdk.integrations.starlette import StarletteIntegration
 
-    from fastapi_sentry._filters import ExpectedErrorFilter, make_traces_sampler
-    from fastapi_sentry._helpers import remember_sent_event
-    from fastapi_sentry._request_event import add_request_attributes
-    from fastapi_sentry._scrubbing import Scrubber
-    from fastapi_sentry._sessions import note_sent_event
-    from fastapi_sentry._transport import ResilientTransport, compression_options
+    from fastapi_sentry._filters import make_traces_sampler
+    from fastapi_sentry._pipeline import EventPipeline
 
-    failed = set(settings.failed_request_status_codes)
     integrations: list[Any] = [
         LoggingIntegration(
             level=logging.INFO, event_level=logging.ERROR, sentry_logs_level=logging.INFO
         ),
         *_optional_integrations(),
     ]
-    scrubber = Scrubber.from_settings(settings)
-    expected = ExpectedErrorFilter(failed, settings.ignored_exceptions)
-
-    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-        kept = expected(event, hint)
-        if kept is None:
-            return None
-        note_sent_event(kept)
-        return _dict(remember_sent_event(scrubber.scrub_event(kept), hint))
-
-    def before_send_transaction(
-        event: dict[str, Any], hint: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        return _dict(scrubber.scrub_event(event))
-
-    def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-        return _dict(scrubber.scrub_breadcrumb(crumb))
-
-    def before_send_log(log: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-        add_request_attributes(log)
-        return _dict(scrubber.scrub_log(log))
-
     options: dict[str, Any] = {
         "dsn": settings.dsn_value,
         "environment": settings.environment,
@@ -117,15 +102,27 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
         "shutdown_timeout": settings.shutdown_timeout,
         "transport_queue_size": settings.transport_queue_size,
         "integrations": integrations,
-        # our request path (_middleware) does their work, for less; running both would double it
-        "disabled_integrations": [StarletteIntegration, FastApiIntegration],
-        "transport": ResilientTransport,
         "_experiments": compression_options(),
-        "before_send": before_send,
-        "before_send_transaction": before_send_transaction,
-        "before_breadcrumb": before_breadcrumb,
-        "before_send_log": before_send_log,
     }
+    if lean:
+        from fastapi_sentry._fastpath.enrich import add_request_attributes
+        from fastapi_sentry._fastpath.sessions import note_sent_event
+        from fastapi_sentry._fastpath.transport import ResilientTransport
+
+        pipeline = EventPipeline(
+            settings, on_error_kept=note_sent_event, on_log=add_request_attributes
+        )
+        # our request path (_fastpath) does their work, for less; running both would double it
+        options["disabled_integrations"] = [StarletteIntegration, FastApiIntegration]
+        options["transport"] = ResilientTransport
+    else:
+        pipeline = EventPipeline(settings)
+        failed = set(settings.failed_request_status_codes)
+        integrations += [
+            StarletteIntegration(transaction_style="url", failed_request_status_codes=failed),
+            FastApiIntegration(transaction_style="url", failed_request_status_codes=failed),
+        ]
+    options.update(pipeline.sdk_options())
     if settings.enable_tracing:
         options["traces_sampler"] = make_traces_sampler(settings)
         # continuous profiling tied to traces: the SDK deprecates transaction-based profiles
@@ -134,6 +131,21 @@ def build_init_options(settings: SentrySettings) -> dict[str, Any]:
             options["profile_session_sample_rate"] = profile_rate
             options["profile_lifecycle"] = "trace"
     return options
+
+
+#: Compression of envelopes: cheap brotli where the SDK can use it, else cheap gzip.
+COMPRESSION_LEVEL = 1
+
+
+def compression_options() -> dict[str, Any]:
+    """The `_experiments` keys that set the transport's compression (sentry-sdk has no others).
+
+    Quality 1 instead of the SDK's 4: see benchmarks/bench_inprocess.py for what it saves.
+    """
+    from sentry_sdk import transport
+
+    algo = "br" if getattr(transport, "brotli", None) is not None else "gzip"
+    return {"transport_compression_algo": algo, "transport_compression_level": COMPRESSION_LEVEL}
 
 
 # Header and cookie names that identify a person (the SDK's own list when PII is off).
@@ -168,32 +180,31 @@ def _privacy_options(send_default_pii: bool) -> dict[str, Any]:
     }
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value  # type: ignore[no-any-return]
-
-
 def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     """Initialise sentry-sdk for these settings, once; True when Sentry is active.
 
     A second call with the same settings does nothing; with different settings it
     re-initialises (the new client replaces the old one, which is flushed and closed).
     """
-    global _active_options
     if not settings.is_active:
         return False
     import sentry_sdk
 
-    key = {"settings": settings.model_dump(mode="json"), **extra_options}
-    if _active_options == key and sentry_sdk.get_client().is_active():
+    problem = lean_path_problem()
+    key = {"settings": settings.model_dump(mode="json"), "lean": problem is None, **extra_options}
+    if STATE.init_key == key and sentry_sdk.get_client().is_active():
         return True
-    options = build_init_options(settings)
+    if problem is not None:
+        logger.warning(FALLBACK_WARNING, problem)
+    options = build_init_options(settings, lean=problem is None)
     extra_experiments = extra_options.pop("_experiments", None) or {}
     options.update(extra_options)
     options["_experiments"] = {**options["_experiments"], **extra_experiments}
     sentry_sdk.init(**options)
     _quiet_sdk_logger(settings.debug)
-    _active_options = key
-    _request_path_setup(options)
+    STATE.init_key = key
+    if problem is None:
+        _lean_process_setup(options)
     summary = dsn_summary(settings.dsn_value)
     logger.info(
         "Sentry is on: environment=%s release=%s host=%s project=%s traces=%s",
@@ -206,24 +217,29 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     return True
 
 
+FALLBACK_WARNING = (
+    "fastapi-sentry's lean request path is off (%s): sentry-sdk's own Starlette and FastAPI "
+    "integrations handle requests instead. Everything works; requests cost what they cost with "
+    "bare sentry-sdk. See 'Supported sentry-sdk versions' in the README."
+)
+
+
 def _quiet_sdk_logger(debug: bool) -> None:
     """sentry-sdk keeps its logger at DEBUG and drops every record in a filter unless `debug` is
-    on, so each of its debug calls built a `LogRecord` (and looked up its caller) for nothing:
-    about 11 µs each, three per sampled request ("Starting transaction", "Discarding profile",
-    "Sending envelope"). With debug off nothing of its is shown anyway; warnings still reach
-    the filter, so a later `sentry_sdk.init(debug=True)` still shows them."""
+    on, so each of its debug calls built a `LogRecord` (and looked up its caller) for nothing,
+    three per sampled request. With debug off nothing of it is shown anyway; warnings still
+    reach the filter, so a later `sentry_sdk.init(debug=True)` still shows them."""
     from sentry_sdk.utils import logger as sdk_logger
 
     sdk_logger.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-def _request_path_setup(options: dict[str, Any]) -> None:
+def _lean_process_setup(options: dict[str, Any]) -> None:
     """What the SDK's (disabled) Starlette integration set up once per process, done our way."""
     import sentry_sdk
-    from sentry_sdk.integrations.starlette import patch_templates
 
-    from fastapi_sentry import _fast_serialize, _sessions
-    from fastapi_sentry._request_event import register_event_processor
+    from fastapi_sentry._fastpath import serialize, sessions
+    from fastapi_sentry._fastpath._sdk_seam import patch_templates
 
     # `disabled_integrations` is ignored for an integration an earlier client in this process
     # already set up (sentry-sdk keeps them process-wide); removed from the client, its
@@ -231,27 +247,19 @@ def _request_path_setup(options: dict[str, Any]) -> None:
     client = sentry_sdk.get_client()
     for name in ("starlette", "fastapi"):
         client.integrations.pop(name, None)
-    register_event_processor()
-    _fast_serialize.install()
-    _sessions.configure(bool(options.get("auto_session_tracking", True)))
+    add_global_processor("enrich_event")
+    serialize.install()
+    sessions.configure(bool(options.get("auto_session_tracking", True)))
     patch_templates()  # `sentry_trace_meta` in Jinja2 templates, as the integration provides
-
-
-def reset() -> None:
-    """Forget what was initialised (for tests): the next `init_sdk` initialises again."""
-    global _active_options
-    _active_options = None
 
 
 def flush(timeout: float) -> None:
     """Send what is queued, waiting at most `timeout` seconds; a no-op when Sentry is off."""
-    import sys
-
-    sentry_sdk = sys.modules.get("sentry_sdk")
-    if sentry_sdk is not None and sentry_sdk.get_client().is_active():
-        from fastapi_sentry import _sessions
-
-        _sessions.flush()
+    sentry_sdk = active_sdk()
+    if sentry_sdk is not None:
+        sessions = sys.modules.get("fastapi_sentry._fastpath.sessions")
+        if sessions is not None:
+            sessions.flush()
         sentry_sdk.flush(timeout=timeout)
 
 
@@ -276,69 +284,87 @@ def install(
     setattr(app.state, _INSTALLED_FLAG, True)
     setattr(app.state, SETTINGS_STATE_KEY, settings)
 
-    if settings.mount_endpoints:
-        _mount_endpoints(app, settings)
-
+    our_routes = _mount_endpoints(app, settings) if settings.mount_endpoints else None
     if not settings.is_active:
         logger.info("Sentry error tracking is off: %s", off_reason(settings))
+        _wire(app, our_routes, None)
         return settings
 
     init_sdk(settings)
-    _wrap_middleware_stack(
-        app,
-        settings,
-        DEFAULT_USER_RESOLVERS if user_resolvers is None else tuple(user_resolvers),
-    )
+    resolvers = DEFAULT_USER_RESOLVERS if user_resolvers is None else tuple(user_resolvers)
+    _wire(app, our_routes, _request_path(settings, resolvers))
     _flush_on_shutdown(app, settings.shutdown_timeout)
     return settings
 
 
-def _mount_endpoints(app: Starlette, settings: SentrySettings) -> None:
+def _mount_endpoints(app: Starlette, settings: SentrySettings) -> Any:
+    """Our router, mounted; returned so `_wire` can move it behind the app's own routes."""
     from fastapi import FastAPI
 
     from fastapi_sentry._endpoints import build_router
 
-    if isinstance(app, FastAPI):
-        app.include_router(build_router(settings), prefix=settings.endpoints_prefix)
-        _match_last(app, app.router.routes[-1])
-    else:
+    if not isinstance(app, FastAPI):
         logger.warning("The health/status endpoints need a FastAPI app; %r is not one", app)
+        return None
+    app.include_router(build_router(settings), prefix=settings.endpoints_prefix)
+    return app.router.routes[-1]
 
 
-def _match_last(app: Starlette, route: Any) -> None:
-    """Move our routes behind the app's own when the app starts serving.
+RequestPath = Callable[["Starlette", Any], Any]
 
-    Routes are matched in order, and `install()` runs before the app declares its routes; left
-    first, ours would be tried on every request (3.7 µs on a trivial endpoint, measured), and an
-    app's own `/health` would be shadowed by ours.
+
+def _wire(app: Starlette, our_route: Any, request_path: RequestPath | None) -> None:
+    """One wrapper around `build_middleware_stack`, run when the app starts serving.
+
+    It moves our routes behind the app's own (routes are matched in order and `install()` runs
+    before the app declares its routes: left first, ours would be tried on every request, and an
+    app's own `/health` would be shadowed), then puts the request path outermost inside the app,
+    outside `ServerErrorMiddleware`, so the 500 page carries the request id too
+    (`app.add_middleware` would put it inside).
     """
+    if our_route is None and request_path is None:
+        return
     build: Callable[[], Any] = app.build_middleware_stack
 
-    def build_with_our_routes_last() -> Any:
+    def build_with_sentry() -> Any:
         routes = app.router.routes
-        if route in routes:
-            routes.remove(route)
-            routes.append(route)
-        return build()
+        if our_route is not None and our_route in routes:
+            routes.remove(our_route)
+            routes.append(our_route)
+        if request_path is None:
+            return build()
+        return request_path(app, build)
 
-    app.build_middleware_stack = build_with_our_routes_last  # type: ignore[method-assign]
+    app.build_middleware_stack = build_with_sentry  # type: ignore[method-assign]
+    app.middleware_stack = None
 
 
-def _wrap_middleware_stack(
-    app: Starlette, settings: SentrySettings, resolvers: Sequence[UserResolver]
-) -> None:
-    # Outermost inside the app (outside ServerErrorMiddleware), so the 500 page gets the
-    # request id too; app.add_middleware would put it inside.
-    from fastapi_sentry._handled_errors import with_failed_status_reporting
-    from fastapi_sentry._middleware import RequestContextMiddleware
-    from fastapi_sentry._request_event import RequestEnricher
-    from fastapi_sentry._sampling import HeadSampler
+def _request_path(settings: SentrySettings, resolvers: Sequence[UserResolver]) -> RequestPath:
+    """The request path for this sentry-sdk: lean when the seam allows it, else the fallback."""
+    if lean_path_problem() is not None:
+        from fastapi_sentry._fallback import FallbackEnricher, RequestIdMiddleware
 
-    build: Callable[[], Any] = app.build_middleware_stack
+        fallback = FallbackEnricher(
+            user_resolvers=resolvers, send_default_pii=settings.send_default_pii
+        )
+
+        def fallback_path(app: Starlette, build: Callable[[], Any]) -> Any:
+            return RequestIdMiddleware(
+                build(), enricher=fallback, header=settings.request_id_header
+            )
+
+        return fallback_path
+
+    from fastapi_sentry._fastpath.enrich import RequestEnricher
+    from fastapi_sentry._fastpath.handled_errors import with_failed_status_reporting
+    from fastapi_sentry._fastpath.middleware import RequestContextMiddleware
+    from fastapi_sentry._fastpath.sampling import HeadSampler
+
     failed = frozenset(settings.failed_request_status_codes)
     enricher = RequestEnricher(user_resolvers=resolvers, send_default_pii=settings.send_default_pii)
 
-    def build_with_request_context() -> Any:
+    def lean_path(app: Starlette, build: Callable[[], Any]) -> Any:
+        # handlers that answer a failed status report it; the app's own dict is left as it was
         handlers = app.exception_handlers
         app.exception_handlers = with_failed_status_reporting(handlers, failed)
         try:
@@ -353,8 +379,7 @@ def _wrap_middleware_stack(
             max_body_bytes=_max_body_bytes(),
         )
 
-    app.build_middleware_stack = build_with_request_context  # type: ignore[method-assign]
-    app.middleware_stack = None
+    return lean_path
 
 
 def _max_body_bytes() -> int:
@@ -362,7 +387,7 @@ def _max_body_bytes() -> int:
     0 when no body can reach an event, so the request path does not watch bodies at all."""
     import sentry_sdk
 
-    from fastapi_sentry._request_event import bodies_collected
+    from fastapi_sentry._fastpath.enrich import bodies_collected
 
     options = sentry_sdk.get_client().options
     if not bodies_collected(options):

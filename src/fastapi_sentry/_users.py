@@ -13,10 +13,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import HTTPConnection
+
+from fastapi_sentry._context import RequestState
+
+logger = logging.getLogger(__name__)
 
 #: A resolver returns Sentry's user fields (`id`, `email`, `username`, ...) or None.
 UserResolver = Callable[[HTTPConnection], "Mapping[str, Any] | None"]
@@ -100,3 +105,28 @@ def resolve_user(
                 return dict(user)
             return {key: value for key, value in user.items() if key not in _PII_FIELDS}
     return None
+
+
+def fill_user(
+    event: dict[str, Any],
+    state: RequestState,
+    resolvers: Sequence[UserResolver],
+    *,
+    send_default_pii: bool,
+) -> None:
+    """Put the request's user on an event: resolved once per request, and only for events."""
+    existing = event.get("user")
+    if isinstance(existing, dict) and existing.get("id"):
+        return
+    if not state.user_resolved:
+        state.user_resolved = True
+        try:
+            state.user = resolve_user(
+                HTTPConnection(state.asgi_scope), resolvers, send_default_pii=send_default_pii
+            )
+        except Exception:
+            logger.warning(
+                "The user resolver raised; the event is sent without a user", exc_info=True
+            )
+    if state.user:
+        event["user"] = {**(existing if isinstance(existing, dict) else {}), **state.user}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi_sentry._errors import MissingExtraError
 from fastapi_sentry._settings import SentrySettings, settings_from
 from fastapi_sentry._setup import flush, init_sdk, off_reason
+from fastapi_sentry._state import active_sdk as _active_sdk
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -212,14 +213,6 @@ class _CeleryHooks:
             earlier = [(when, text) for _, when, text in _retry_history(request)]
             history = [*earlier, (time.time(), reason)]
             headers[RETRY_HISTORY_HEADER] = history[-MAX_RETRY_HISTORY:]
-
-
-def _active_sdk() -> Any:
-    """sentry_sdk when it is imported and has an active client, else None (nothing to tag)."""
-    sentry_sdk = sys.modules.get("sentry_sdk")
-    if sentry_sdk is None or not sentry_sdk.get_client().is_active():
-        return None
-    return sentry_sdk
 
 
 def _retry_history(request: Any) -> list[tuple[int, float, str]]:

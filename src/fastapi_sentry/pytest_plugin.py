@@ -33,10 +33,15 @@ def sentry_events() -> Iterator[CapturedEnvelopes]:
     fixture is requested. Use `.events`, `.errors`, `.messages`, `.transactions`, `.check_ins`,
     `.logs` and `.clear()`.
     """
+    from fastapi_sentry import _state
     from fastapi_sentry.testing import capture_envelopes
 
-    with capture_envelopes() as captured:
-        yield captured
+    try:
+        with capture_envelopes() as captured:
+            yield captured
+    finally:
+        # the next test's install() initialises again instead of reusing this test's client
+        _state.reset()
 
 
 @pytest.fixture
@@ -63,6 +68,9 @@ def sentry_inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxServ
             yield inbox
         finally:
             _close_client_sending_to(inbox.dsn)
+            from fastapi_sentry import _state
+
+            _state.reset()
 
 
 def _close_client_sending_to(dsn: str) -> None:

@@ -19,8 +19,6 @@ import sentry_sdk.client
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from fastapi_sentry._transport import ResilientTransport
-
 __all__ = ["CapturedEnvelopes", "CapturingTransport", "capture_envelopes"]
 
 
@@ -108,7 +106,9 @@ def capture_envelopes() -> Iterator[CapturedEnvelopes]:
 
     def make_capturing_transport(options: dict[str, Any]) -> Transport | None:
         # install() asks for its own HTTP transport; one the test chose itself is left alone
-        if not options.get("dsn") or options.get("transport") not in (None, ResilientTransport):
+        chosen = options.get("transport")
+        ours = chosen is None or getattr(chosen, "__module__", "").startswith("fastapi_sentry.")
+        if not options.get("dsn") or not ours:
             return original_make(options)
         transport = CapturingTransport(options)
         captured.transports.append(transport)

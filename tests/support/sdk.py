@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sentry_sdk
 
-from fastapi_sentry import _helpers, _setup
+from fastapi_sentry import _state
 
 
 def forget_sentry() -> None:
@@ -14,5 +14,4 @@ def forget_sentry() -> None:
     sentry_sdk.get_global_scope().set_client(None)
     sentry_sdk.get_isolation_scope().clear()
     sentry_sdk.get_current_scope().clear()
-    _setup.reset()
-    _helpers._last_event_id = None
+    _state.reset()

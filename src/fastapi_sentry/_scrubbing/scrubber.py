@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from fastapi_sentry import _detectors as d
+from fastapi_sentry._scrubbing import detectors as d
 
 __all__ = ["DEFAULT_REPLACEMENT", "Scrubber", "ScrubbingConfigError", "scrub_event"]
 

@@ -23,7 +23,7 @@ from starlette.responses import Response
 MECHANISM = "starlette"
 
 
-def capture_exception(exc: BaseException, *, handled: bool) -> None:
+def report_exception(exc: BaseException, *, handled: bool) -> None:
     """Report an exception with the mechanism sentry-sdk's Starlette integration uses."""
     client = sentry_sdk.get_client()
     event, hint = event_from_exception(
@@ -67,7 +67,7 @@ def _reporting(
     def report(exc: Any) -> None:
         status = getattr(exc, "status_code", None)
         if isinstance(status, int) and status in failed_status_codes:
-            capture_exception(exc, handled=True)
+            report_exception(exc, handled=True)
 
     if is_async:
 

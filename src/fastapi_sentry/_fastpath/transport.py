@@ -30,10 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import HttpTransport
 from urllib3 import PoolManager, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from fastapi_sentry._fastpath._sdk_seam import HttpTransport
 
 #: First pause after a failure, and the longest one, in seconds.
 FIRST_BACKOFF = 1.0

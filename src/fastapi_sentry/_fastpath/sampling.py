@@ -16,7 +16,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import sentry_sdk
-from sentry_sdk.tracing_utils import Baggage, PropagationContext, _generate_sample_rand
+
+from fastapi_sentry._fastpath._sdk_seam import Baggage, PropagationContext, _generate_sample_rand
 
 
 class HeadOfTrace(PropagationContext):

@@ -22,9 +22,9 @@ import math
 from datetime import datetime
 from typing import Any
 
-import sentry_sdk.client
-from sentry_sdk import serializer as sdk_serializer
 from sentry_sdk.utils import format_timestamp
+
+from fastapi_sentry._fastpath._sdk_seam import sdk_client, sdk_serializer
 
 _sdk_serialize = sdk_serializer.serialize
 _KNOWN_OPTIONS = frozenset({"max_request_body_size", "max_value_length", "custom_repr"})
@@ -166,4 +166,4 @@ def serialize(event: dict[str, Any], **options: Any) -> dict[str, Any]:
 
 def install() -> None:
     """Put the fast path in front of the SDK client's serializer (once per process)."""
-    sentry_sdk.client.serialize = serialize  # type: ignore[attr-defined]
+    sdk_client.serialize = serialize  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from fastapi_sentry._scrubbing import Scrubber
-from tests.scrub_corpus import (
+from tests.scrubbing.corpus import (
     BENIGN,
     FAMILIES,
     LOCATIONS,

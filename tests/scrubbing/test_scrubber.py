@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-import fastapi_sentry._scrubbing as scrubbing
-from fastapi_sentry._detectors import KEEP, PII, SECRET, KeyRules, is_card_number, luhn_ok
+import fastapi_sentry._scrubbing.scrubber as scrubbing
 from fastapi_sentry._scrubbing import Scrubber, ScrubbingConfigError, scrub_event
+from fastapi_sentry._scrubbing.detectors import KEEP, PII, SECRET, KeyRules, is_card_number, luhn_ok
 
 F = "[Filtered]"
 
@@ -88,7 +88,7 @@ def test_seed_fields_are_all_masked() -> None:
 def test_text_scan_triggers_cover_every_sensitive_word() -> None:
     """The key=value scan of strings is skipped unless a trigger fragment is present, so every word
     the key rules react to must contain one ("ip" excepted: IP values are found by shape)."""
-    from fastapi_sentry import _detectors as det
+    from fastapi_sentry._scrubbing import detectors as det
 
     triggers = det.KV_TRIGGERS + det.PII_TRIGGERS
     words = (
@@ -343,7 +343,7 @@ def test_text_before_an_already_masked_value_is_kept() -> None:
 
 
 def test_input_is_never_modified() -> None:
-    from tests.scrub_corpus import build_corpus
+    from tests.scrubbing.corpus import build_corpus
 
     for case in build_corpus()[::7]:
         before = copy.deepcopy(case.event)
@@ -461,7 +461,7 @@ def test_uninspectable_parts_are_masked_and_warned_once(caplog: pytest.LogCaptur
         "contexts": {"weird": BadRepr()},
         "tags": {"route": "/orders"},
     }
-    with caplog.at_level(logging.WARNING, logger="fastapi_sentry._scrubbing"):
+    with caplog.at_level(logging.WARNING, logger="fastapi_sentry._scrubbing.scrubber"):
         out = Scrubber().scrub_event(event)
         Scrubber().scrub_event(event)
     assert out["message"] == f"token={F}"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastapi_sentry._scrubbing import Scrubber
-from tests.scrub_corpus import luhn_check_digit
+from tests.scrubbing.corpus import luhn_check_digit
 
 ALNUM = string.ascii_letters + string.digits
 B64URL = ALNUM + "-_"

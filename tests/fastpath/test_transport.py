@@ -14,7 +14,8 @@ import sentry_sdk
 from fastapi import FastAPI
 
 import fastapi_sentry
-from fastapi_sentry import _transport
+from fastapi_sentry._fastpath import transport as _transport
+from fastapi_sentry._setup import COMPRESSION_LEVEL
 from tests.support.receiver import Receiver
 
 
@@ -161,7 +162,7 @@ def test_envelopes_are_compressed_cheaply() -> None:
         fastapi_sentry.install(FastAPI(), dsn=receiver.dsn)
         transport = sentry_sdk.get_client().transport
         assert isinstance(transport, _transport.ResilientTransport)
-        assert transport._compression_level == _transport.COMPRESSION_LEVEL == 1
+        assert transport._compression_level == COMPRESSION_LEVEL == 1
         _send_three(receiver)
         expected = "br" if transport._compression_algo == "br" else "gzip"
         assert {h.get("content-encoding") for h in receiver.headers} == {expected}

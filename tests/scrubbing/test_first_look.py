@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastapi_sentry._scrubbing import Scrubber
-from tests.scrub_corpus import BENIGN, benchmark_events, build_corpus
-from tests.test_scrubbing_properties import SHAPED, sensitive_key
+from tests.scrubbing.corpus import BENIGN, benchmark_events, build_corpus
+from tests.scrubbing.test_properties import SHAPED, sensitive_key
 
 SCRUBBERS = {
     "default": Scrubber(),
@@ -152,7 +152,7 @@ def test_a_new_string_is_scrubbed_alike_wherever_it_sits() -> None:
 
 def test_full_caches_are_emptied_without_losing_a_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every cache is cleared whole when full, possibly in the middle of an event."""
-    from fastapi_sentry import _scrubbing
+    from fastapi_sentry._scrubbing import scrubber as _scrubbing
 
     def event(tag: str) -> dict[str, Any]:
         return {

@@ -15,38 +15,48 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi_sentry._request_state import current_request
+from fastapi_sentry._context import current_request
+from fastapi_sentry._state import on_reset
 
-_lock = threading.Lock()
-_counts: dict[int, dict[str, int]] = {}
-_current_minute = -1
-_enabled = False
-_atexit_registered = False
+
+class _Counts:
+    """The per-minute counts not yet handed to the transport."""
+
+    __slots__ = ("atexit_registered", "by_minute", "current_minute", "enabled", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_minute: dict[int, dict[str, int]] = {}
+        self.current_minute = -1
+        self.enabled = False
+        self.atexit_registered = False
+
+
+_COUNTS = _Counts()
 
 
 def configure(enabled: bool) -> None:
     """Called by `init_sdk`: counts are kept only while the SDK asks for session tracking."""
-    global _enabled, _atexit_registered
     reset()  # counts belong to the client they were made under, not to its successor
-    _enabled = enabled
-    if enabled and not _atexit_registered:
+    _COUNTS.enabled = enabled
+    if enabled and not _COUNTS.atexit_registered:
         # registered after sentry_sdk.init's own handler, so it runs first (atexit is LIFO)
         atexit.register(flush)
-        _atexit_registered = True
+        _COUNTS.atexit_registered = True
 
 
 def record(outcome: str) -> None:
     """One finished request: "exited", "errored" or "crashed"."""
-    global _current_minute
-    if not _enabled:
+    counts = _COUNTS
+    if not counts.enabled:
         return
     minute = int(time.time()) // 60
-    if minute != _current_minute:
-        _current_minute = minute
+    if minute != counts.current_minute:
+        counts.current_minute = minute
         _hand_over(before=minute)
-    bucket = _counts.get(minute)
+    bucket = counts.by_minute.get(minute)
     if bucket is None:
-        bucket = _counts.setdefault(minute, {})
+        bucket = counts.by_minute.setdefault(minute, {})
     bucket[outcome] = bucket.get(outcome, 0) + 1
 
 
@@ -74,9 +84,10 @@ def flush() -> None:
 
 
 def _hand_over(before: int | None) -> None:
-    with _lock:
-        minutes = [m for m in _counts if before is None or m < before]
-        buckets = {minute: _counts.pop(minute) for minute in minutes}
+    with _COUNTS.lock:
+        by_minute = _COUNTS.by_minute
+        minutes = [m for m in by_minute if before is None or m < before]
+        buckets = {minute: by_minute.pop(minute) for minute in minutes}
     if buckets:
         _send(buckets)
 
@@ -105,8 +116,10 @@ def _send(buckets: dict[int, dict[str, int]]) -> None:
 
 
 def reset() -> None:
-    """Forget the counts (for tests)."""
-    global _current_minute
-    with _lock:
-        _counts.clear()
-    _current_minute = -1
+    """Forget the counts (a new client, or `fastapi_sentry._state.reset()`)."""
+    with _COUNTS.lock:
+        _COUNTS.by_minute.clear()
+    _COUNTS.current_minute = -1
+
+
+on_reset(reset)

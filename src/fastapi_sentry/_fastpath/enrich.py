@@ -17,65 +17,32 @@ from typing import Any, Literal, cast
 from urllib.parse import parse_qsl
 
 import sentry_sdk
-from sentry_sdk._types import AnnotatedValue
 from sentry_sdk.client import BaseClient
-from sentry_sdk.data_collection import _apply_key_value_collection_filtering
-from sentry_sdk.integrations._asgi_common import (
+from sentry_sdk.scope import should_send_default_pii
+from starlette.requests import cookie_parser
+
+from fastapi_sentry._context import RequestState, current_request
+from fastapi_sentry._fastpath._sdk_seam import (
+    AnnotatedValue,
+    _apply_key_value_collection_filtering,
     _get_ip,
     _get_path,
     _get_request_data,
     _get_url,
+    _is_json_content_type,
+    _is_localhost,
     _RootPathInPath,
+    has_data_collection_enabled,
+    request_body_within_bounds,
 )
-from sentry_sdk.integrations._wsgi_common import _is_json_content_type, request_body_within_bounds
-from sentry_sdk.scope import add_global_event_processor, should_send_default_pii
-from sentry_sdk.utils import _is_localhost, has_data_collection_enabled
-from starlette.requests import HTTPConnection, cookie_parser
-
-from fastapi_sentry._request_state import RequestState, current_request
-from fastapi_sentry._users import UserResolver, resolve_user
+from fastapi_sentry._routes import add_request_tags, route_path
+from fastapi_sentry._users import UserResolver, fill_user
 
 logger = logging.getLogger(__name__)
 
-UNMATCHED_ROUTE = "<unmatched>"
 # Starlette tolerates a root path either inside or outside `path` (since 0.33).
 _ROOT_PATH_IN_PATH = _RootPathInPath.EITHER
 _NAMED_SOURCES = frozenset({"component", "route", "custom"})
-
-
-def route_path(asgi_scope: MutableMapping[str, Any]) -> str | None:
-    """The matched route's template (`/orders/{order_id}`), never the raw path with its ids."""
-    fastapi_scope = asgi_scope.get("fastapi")
-    if isinstance(fastapi_scope, dict):
-        # FastAPI >= 0.137 keeps the prefix-resolved template here; route.path lacks the prefix
-        path = getattr(fastapi_scope.get("effective_route_context"), "path", None)
-        if isinstance(path, str):
-            return path
-    path = getattr(asgi_scope.get("route"), "path", None)
-    if isinstance(path, str):
-        return path
-    return _path_from_router(asgi_scope)
-
-
-def _path_from_router(asgi_scope: MutableMapping[str, Any]) -> str | None:
-    # plain Starlette does not note the route in the scope; match again (only for sent events)
-    from starlette.routing import Match
-
-    router = asgi_scope.get("router")
-    for route in getattr(router, "routes", ()):
-        try:
-            if route.matches(asgi_scope)[0] == Match.FULL:
-                path = getattr(route, "path", None)
-                return path if isinstance(path, str) else None
-        except Exception:  # a custom route that cannot match a copied scope: no name
-            return None
-    return None
-
-
-def route_template(asgi_scope: MutableMapping[str, Any]) -> str:
-    """`GET /orders/{order_id}`: the `endpoint` tag."""
-    path = route_path(asgi_scope) or UNMATCHED_ROUTE
-    return f"{asgi_scope.get('method', 'GET')} {asgi_scope.get('root_path', '')}{path}"
 
 
 def transaction_name(asgi_scope: MutableMapping[str, Any]) -> tuple[str, str]:
@@ -105,16 +72,7 @@ class RequestEnricher:
         self._request(event, state)
         if event.get("type") != "transaction":
             self._transaction_name(event, asgi_scope)
-        tags = event.get("tags")
-        if not isinstance(tags, dict):
-            tags = event["tags"] = {}
-        tags.setdefault("request_id", state.request_id)
-        tags.setdefault("endpoint", route_template(asgi_scope))
-        if state.status >= 400:
-            tags.setdefault("http.status_code", str(state.status))
-            contexts = event.get("contexts")
-            if isinstance(contexts, dict):
-                contexts.setdefault("response", {"status_code": state.status})
+        add_request_tags(event, state)
         self._user(event, state)
         return event
 
@@ -147,23 +105,7 @@ class RequestEnricher:
         event["transaction_info"] = {"source": source}
 
     def _user(self, event: dict[str, Any], state: RequestState) -> None:
-        existing = event.get("user")
-        if isinstance(existing, dict) and existing.get("id"):
-            return
-        if not state.user_resolved:
-            state.user_resolved = True
-            try:
-                state.user = resolve_user(
-                    HTTPConnection(state.asgi_scope),
-                    self.user_resolvers,
-                    send_default_pii=self.send_default_pii,
-                )
-            except Exception:
-                logger.warning(
-                    "The user resolver raised; the event is sent without a user", exc_info=True
-                )
-        if state.user:
-            event["user"] = {**(existing if isinstance(existing, dict) else {}), **state.user}
+        fill_user(event, state, self.user_resolvers, send_default_pii=self.send_default_pii)
 
 
 def _headers(asgi_scope: MutableMapping[str, Any], names: tuple[bytes, ...]) -> dict[str, str]:
@@ -247,26 +189,3 @@ def add_request_attributes(log: dict[str, Any]) -> None:
             forwarded_host_header=headers.get("x-forwarded-host"),
         ),
     )
-
-
-def enrich_event(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
-    """The global event processor: a no-op outside a request of an installed app."""
-    state = current_request.get()
-    if state is None:
-        return event
-    try:
-        return state.enricher(event, state)
-    except Exception:
-        logger.debug("Could not add request data to a Sentry event", exc_info=True)
-        return event
-
-
-_registered = False
-
-
-def register_event_processor() -> None:
-    """Once per process: a global processor survives re-initialisation of the SDK."""
-    global _registered
-    if not _registered:
-        add_global_event_processor(enrich_event)  # type: ignore[arg-type]
-        _registered = True

@@ -27,8 +27,9 @@ from sentry_sdk.scope import Scope
 from sentry_sdk.tracing_utils import PropagationContext
 
 import fastapi_sentry
-from fastapi_sentry import _scope_fork, _sessions
-from fastapi_sentry._sampling import HeadOfTrace, HeadSampler
+from fastapi_sentry._fastpath import scope_fork as _scope_fork
+from fastapi_sentry._fastpath import sessions as _sessions
+from fastapi_sentry._fastpath.sampling import HeadOfTrace, HeadSampler
 from fastapi_sentry._setup import flush
 from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
 
@@ -124,7 +125,7 @@ from fastapi.testclient import TestClient
 from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.starlette import StarletteIntegration
 from fastapi_sentry.testing import capture_envelopes
-from tests.test_request_path import DSN, _failing_payment, make_app
+from tests.fastpath.test_request_path import DSN, _failing_payment, make_app
 
 with capture_envelopes() as captured:
     sentry_sdk.init(dsn=DSN, integrations=[StarletteIntegration(), FastApiIntegration()])
@@ -142,7 +143,7 @@ def test_error_events_match_the_sdk_integration(captured: CapturedEnvelopes) -> 
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr
     (theirs,) = json.loads(done.stdout.strip().splitlines()[-1])
@@ -169,6 +170,7 @@ def test_error_events_match_the_sdk_integration(captured: CapturedEnvelopes) -> 
     assert ours["tags"]["endpoint"] == "POST /orders/{order_id}/pay"
 
 
+@pytest.mark.lean_only
 def test_the_sdk_starlette_and_fastapi_integrations_are_disabled() -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN)
@@ -190,6 +192,7 @@ def _count_transactions(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return made
 
 
+@pytest.mark.lean_only
 @pytest.mark.parametrize(
     ("options", "expected"),
     [({"enable_tracing": False}, 0), ({"traces_sample_rate": 0.0}, 0)],
@@ -303,6 +306,7 @@ def test_each_request_gets_its_own_trace_id(captured: CapturedEnvelopes) -> None
     assert len(trace_ids) == 3
 
 
+@pytest.mark.lean_only
 def test_body_is_attached_only_when_the_app_read_it(captured: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
@@ -402,6 +406,7 @@ def test_logs_sent_during_a_request_carry_the_request_attributes(
     assert attributes["sentry.is_localhost"] is False  # "testserver" is not a local host
 
 
+@pytest.mark.lean_only
 def test_the_user_from_starlettes_authentication_middleware(captured: CapturedEnvelopes) -> None:
     from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
     from starlette.middleware.authentication import AuthenticationMiddleware

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from copy import deepcopy
 
-from sentry_sdk.scope import Scope
+from fastapi_sentry._fastpath._sdk_seam import Scope
 
 _COPIED = frozenset(
     {

@@ -4,7 +4,7 @@ Every case is one event shaped like what before_send receives (sentry-sdk has al
 frame locals are reprs, ASGI header tuples are lists of "b'...'" strings) with one secret planted in
 one location. Every event also carries the same benign values, which must all survive. The scorer
 works on any scrub callable, so the same corpus scores our Scrubber, sentry-sdk's EventScrubber and
-the seeds' top-level filter (tests/test_scrubbing_corpus.py, benchmarks/bench_scrubbing.py).
+the seeds' top-level filter (tests/scrubbing/test_corpus.py, benchmarks/bench_scrubbing.py).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 import fastapi_sentry
-from tests.scrub_corpus import luhn_check_digit
+from tests.scrubbing.corpus import luhn_check_digit
 from tests.support.receiver import Receiver
 
 

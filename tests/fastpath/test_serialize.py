@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sentry_sdk import serializer as sdk_serializer
 from sentry_sdk._types import AnnotatedValue
 
-from fastapi_sentry._fast_serialize import NotPlain, plain_copy, serialize
+from fastapi_sentry._fastpath.serialize import NotPlain, plain_copy, serialize
 
 OPTIONS = {"max_request_body_size": "medium", "max_value_length": 40, "custom_repr": None}
 

@@ -1,0 +1,102 @@
+"""Request-scoped state and the request id: the lowest layer, importing nothing above it.
+
+The request path fills a `RequestState` with a few cheap fields; they are read later only if an
+event is actually sent. Reading the request id (helpers, log filters) never imports sentry_sdk.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import logging
+import os
+import re
+from collections.abc import MutableMapping
+from typing import Any, Protocol
+
+
+class Enricher(Protocol):
+    """What turns a request's state into event fields (one per installed app)."""
+
+    def __call__(self, event: dict[str, Any], state: RequestState) -> dict[str, Any]: ...
+
+
+class RequestState:
+    """One per request. Filled by the request path; read when an event is actually sent."""
+
+    __slots__ = (
+        "asgi_scope",
+        "body_chunks",
+        "body_size",
+        "enricher",
+        "outcome",
+        "request_id",
+        "status",
+        "user",
+        "user_resolved",
+    )
+
+    def __init__(
+        self, asgi_scope: MutableMapping[str, Any], request_id: str, enricher: Enricher
+    ) -> None:
+        self.asgi_scope = asgi_scope
+        self.request_id = request_id
+        #: what turns this state into event fields (the installed app's settings)
+        self.enricher = enricher
+        self.status = 0
+        #: the request body as the app read it, kept (not copied) while within the size limit
+        self.body_chunks: list[bytes] | None = None
+        self.body_size = 0
+        self.user: dict[str, Any] | None = None
+        self.user_resolved = False
+        #: release health: "exited" unless an error event was sent ("errored", "crashed")
+        self.outcome = "exited"
+
+
+current_request: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
+    "fastapi_sentry_request", default=None
+)
+
+
+def get_request_id() -> str | None:
+    """The id of the request being handled in this context, or None outside a request."""
+    state = current_request.get()
+    return None if state is None else state.request_id
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds `record.request_id` so a log format can show it (`%(request_id)s`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        state = current_request.get()
+        record.request_id = "-" if state is None else state.request_id
+        return True
+
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+
+
+def sane_request_id(value: bytes) -> str | None:
+    """An incoming request id we can echo and tag safely, or None (then a new one is made)."""
+    text = value.decode("latin-1")
+    return text if _SANE_REQUEST_ID.fullmatch(text) else None
+
+
+_id_prefix = os.urandom(10).hex()
+_id_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    """32 hex characters, like `uuid4().hex`: a random per-process prefix and a counter.
+
+    Unique without 16 random bytes per request (see benchmarks/bench_inprocess.py).
+    """
+    return "%s%012x" % (_id_prefix, next(_id_counter))  # noqa: UP031 - the fastest here
+
+
+def _new_process_prefix() -> None:
+    global _id_prefix
+    _id_prefix = os.urandom(10).hex()  # a forked worker must not repeat its parent's ids
+
+
+os.register_at_fork(after_in_child=_new_process_prefix)

@@ -1,0 +1,80 @@
+"""The request path on a sentry-sdk the lean path was not tested with: the SDK's own integrations.
+
+sentry-sdk's Starlette and FastAPI integrations then do the request path (scopes, transactions,
+request data, handled HTTP errors, sessions). This ASGI middleware adds what they lack, with
+public API only: the request id (incoming `X-Request-ID` or a new one, echoed on the response),
+the `request_id` and `endpoint` tags and the user from the app's resolvers, on events only
+(an event processor on the isolation scope the SDK forked for the request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sentry_sdk
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fastapi_sentry._context import RequestState, current_request, new_request_id, sane_request_id
+from fastapi_sentry._routes import add_request_tags
+from fastapi_sentry._users import UserResolver, fill_user
+
+
+class FallbackEnricher:
+    """Request id, endpoint and user for an event; the SDK's integrations add the rest."""
+
+    def __init__(self, *, user_resolvers: Sequence[UserResolver], send_default_pii: bool) -> None:
+        self.user_resolvers = tuple(user_resolvers)
+        self.send_default_pii = send_default_pii
+
+    def __call__(self, event: dict[str, Any], state: RequestState) -> dict[str, Any]:
+        add_request_tags(event, state)
+        fill_user(event, state, self.user_resolvers, send_default_pii=self.send_default_pii)
+        return event
+
+
+class RequestIdMiddleware:
+    """Outermost inside the app, so the 500 page of `ServerErrorMiddleware` gets the id too."""
+
+    def __init__(
+        self, app: ASGIApp, *, enricher: FallbackEnricher, header: str = "X-Request-ID"
+    ) -> None:
+        self.app = app
+        self.enricher = enricher
+        self.header = header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or current_request.get() is not None:
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == self.header:
+                request_id = sane_request_id(value)
+        state = RequestState(scope, request_id or new_request_id(), self.enricher)
+        header = self.header
+
+        async def send_with_request_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state.status = message.get("status", 200)
+                headers = message.get("headers", ())
+                if not any(name.lower() == header for name, _ in headers):
+                    message = {
+                        **message,
+                        "headers": [*headers, (header, state.request_id.encode("latin-1"))],
+                    }
+            await send(message)
+
+        enricher = self.enricher
+
+        def enrich(event: Any, hint: Any) -> Any:
+            return enricher(event, state)
+
+        # The SDK's middleware wraps ours and captures an escaping error after our context
+        # variable is gone; the isolation scope it forked per request is still current then.
+        sentry_sdk.get_isolation_scope().add_event_processor(enrich)
+        token = current_request.set(state)
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            current_request.reset(token)
