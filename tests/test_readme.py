@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from pydantic import AliasChoices
@@ -67,12 +70,25 @@ def test_first_screen_has_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert ci[-1] == "make test"
 
 
-def test_quick_start_is_three_lines() -> None:
+def test_quick_start_runs_as_written() -> None:
+    """Four lines, imports included, that run in a fresh interpreter and leave Sentry off."""
     match = re.search(r"## Quick start\n+```python\n(.*?)```", README.read_text(), re.S)
     assert match, "README has no Quick start code block"
     code = [line for line in match.group(1).splitlines() if line.strip()]
-    assert len(code) == 3
+    assert len(code) == 4
     assert "fastapi_sentry.install(app)" in match.group(1)
+    check = "\nimport sys; assert 'sentry_sdk' not in sys.modules; print(type(app).__name__)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
+    done = subprocess.run(
+        [sys.executable, "-c", match.group(1) + check],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "FastAPI"
 
 
 def test_public_api_is_sorted_and_deliberate() -> None:
@@ -82,6 +98,7 @@ def test_public_api_is_sorted_and_deliberate() -> None:
         "FastApiSentryError",
         "MissingExtraError",
         "RequestIdLogFilter",
+        "SentryDebugError",
         "SentrySettings",
         "UserResolver",
         "__version__",

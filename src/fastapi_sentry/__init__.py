@@ -7,7 +7,12 @@ what services kept writing by hand. Nothing here imports sentry_sdk until Sentry
 from typing import TYPE_CHECKING, Any
 
 from fastapi_sentry._context import RequestIdLogFilter, get_request_id
-from fastapi_sentry._errors import ConfigError, FastApiSentryError, MissingExtraError
+from fastapi_sentry._errors import (
+    ConfigError,
+    FastApiSentryError,
+    MissingExtraError,
+    SentryDebugError,
+)
 from fastapi_sentry._health import add_health_check
 from fastapi_sentry._helpers import (
     capture_exception,
@@ -32,6 +37,7 @@ __all__ = [
     "FastApiSentryError",
     "MissingExtraError",
     "RequestIdLogFilter",
+    "SentryDebugError",
     "SentrySettings",
     "UserResolver",
     "__version__",

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from fastapi_sentry._errors import FastApiSentryError
+from fastapi_sentry._errors import SentryDebugError
 from fastapi_sentry._health import run_health_checks
 from fastapi_sentry._helpers import capture_exception
 from fastapi_sentry._pipeline import latest_event_id
@@ -29,10 +29,6 @@ DEBUG_DISABLED_DETAIL = (
     "Test error raised, but Sentry is disabled (no SENTRY_DSN, or not installed), so it was "
     "not reported; set SENTRY_DSN and call fastapi_sentry.install(app)."
 )
-
-
-class SentryDebugError(FastApiSentryError, RuntimeError):
-    """Raised by `GET /sentry-debug` only; its events can be filtered out by this type."""
 
 
 def build_router(settings: SentrySettings) -> APIRouter:

@@ -16,3 +16,7 @@ class ConfigError(FastApiSentryError, ValueError):
 
 class MissingExtraError(FastApiSentryError, ImportError):
     """A feature that was asked for by name needs an optional dependency that is not installed."""
+
+
+class SentryDebugError(FastApiSentryError, RuntimeError):
+    """Raised by `GET /sentry-debug` only; its events can be filtered out by this type."""

@@ -261,11 +261,16 @@ class SentrySettings(BaseSettings):
     def _patterns(cls, value: list[str]) -> list[str]:
         for pattern in value:
             try:
-                re.compile(pattern)
+                compiled = re.compile(pattern)
             except re.error as exc:
                 raise ValueError(
                     f"holds {pattern!r}, not a valid regular expression ({exc})"
                 ) from None
+            if compiled.fullmatch("") is not None:  # the scrubber would refuse it later
+                raise ValueError(
+                    f"holds {pattern!r}, which matches the empty string and would mask every "
+                    "position of every string; make it match at least one character"
+                )
         return value
 
     @field_validator("request_id_header")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from fastapi_sentry._errors import ConfigError
 from fastapi_sentry._scrubbing import detectors as d
 
 __all__ = ["DEFAULT_REPLACEMENT", "Scrubber", "ScrubbingConfigError", "scrub_event"]
@@ -71,7 +72,7 @@ _USER_PII_FIELDS = frozenset({"email", "username", "name", "geo"})
 _warned = False
 
 
-class ScrubbingConfigError(ValueError):
+class ScrubbingConfigError(ConfigError):
     """A scrubbing option cannot be used (an invalid extra pattern)."""
 
 
