@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import importlib.util
 import os
 import shutil
@@ -145,7 +144,8 @@ def _run(workdir: Path, inbox_port: int, *, wait: bool) -> int:
 
     from fastapi_sentry.inbox import InboxServer
 
-    # imported by name: the shop's files live in the repository's examples/ (see examples/__init__)
+    # by name: in a checkout the shop's files are in examples/, found at run time through
+    # fastapi_sentry/examples/__init__.py, where mypy does not look
     stub_module: Any = importlib.import_module(f"{SHOP}.stub")
 
     with (
