@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# Everything the demo and the tests need on a fresh machine: the virtualenv with the package and
-# its dev extras, Debian's chromium (browser tests) and wrk (benchmarks), and the local services.
-# Safe to run again: each step is skipped when already done.
+# Set up what one of the README's commands needs, and nothing more. Safe to run again: each step is
+# skipped when already done.
+#   setup.sh demo          .venv with the package and its inbox extra (all `fastapi-sentry demo` uses)
+#   setup.sh [test]        .venv with the dev extras, Debian's chromium (browser tests), local services
+#   setup.sh bench         the test setup plus Debian's wrk (the HTTP benchmark's load generator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+target=${1:-test}
+case "$target" in
+  demo) extra=inbox apt=() services=no ;;
+  test) extra=dev apt=(chromium) services=yes ;;
+  bench) extra=dev apt=(chromium wrk) services=yes ;;
+  *)
+    echo "setup: unknown target '$target'; use demo, test or bench" >&2
+    exit 2
+    ;;
+esac
+
 PYTHON=${PYTHON:-python3}
-stamp=.venv/.installed
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing fastapi-sentry[dev] into .venv"
+# dev includes inbox, so a fresh dev install also serves the demo
+fresh() { [ -f ".venv/.installed-$1" ] && [ ! pyproject.toml -nt ".venv/.installed-$1" ]; }
+if ! fresh "$extra" && ! { [ "$extra" = inbox ] && fresh dev; }; then
+  echo "setup: installing fastapi-sentry[$extra] into .venv"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
-  touch "$stamp"
+  .venv/bin/python -m pip install --quiet -e ".[$extra]"
+  touch ".venv/.installed-$extra"
 fi
 
 need_apt=()
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)
-command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+for package in ${apt[@]+"${apt[@]}"}; do
+  case "$package" in
+    chromium) [ -x /usr/bin/chromium ] || need_apt+=(chromium) ;;  # the path the browser tests use
+    *) command -v "$package" >/dev/null 2>&1 || need_apt+=("$package") ;;
+  esac
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]} from Debian's packages"
@@ -31,4 +49,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-bash scripts/services.sh
+if [ "$services" = yes ]; then
+  bash scripts/services.sh
+fi

@@ -34,11 +34,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import fastapi_sentry
-from examples.shop import tasks
-from examples.shop.auth import InvalidTokenError, decode_token, issue_token, verify_password
-from examples.shop.external import ExternalServiceError, Provider
-from examples.shop.models import Order, Product, User, create_tables, seed, sessions
-from examples.shop.settings import ShopSettings
 from fastapi_sentry import (
     add_health_check,
     capture_exception,
@@ -46,6 +41,12 @@ from fastapi_sentry import (
     operation,
     track_business_event,
 )
+
+from . import tasks
+from .auth import InvalidTokenError, decode_token, issue_token, verify_password
+from .external import ExternalServiceError, Provider
+from .models import Order, Product, User, create_tables, seed, sessions
+from .settings import ShopSettings
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 def create_app(settings: ShopSettings | None = None, *, with_sentry: bool = True) -> FastAPI:
     """The shop; `with_sentry=False` leaves fastapi-sentry out (the benchmark's baseline)."""
     settings = settings or ShopSettings()
-    logging.getLogger("examples.shop").setLevel(logging.INFO)
+    logging.getLogger(__package__).setLevel(logging.INFO)
     cache = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
 
     @asynccontextmanager

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 
 import fastapi_sentry
-from examples.shop.settings import ShopSettings
+
+from .settings import ShopSettings
 
 
 class ExternalServiceError(Exception):

@@ -9,8 +9,8 @@ from sqlalchemy import ForeignKey, String, create_engine, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from examples.shop.auth import hash_password
-from examples.shop.settings import ShopSettings
+from .auth import hash_password
+from .settings import ShopSettings
 
 
 class Base(DeclarativeBase):

@@ -13,9 +13,10 @@ from celery.schedules import crontab
 from sqlalchemy import func, select
 
 import fastapi_sentry
-from examples.shop.external import ExternalServiceError, Provider
-from examples.shop.models import Order, Product, User, sessions
-from examples.shop.settings import ShopSettings
+
+from .external import ExternalServiceError, Provider
+from .models import Order, Product, User, sessions
+from .settings import ShopSettings
 
 settings = ShopSettings()
 
@@ -29,11 +30,11 @@ celery_app.conf.update(
     worker_hijack_root_logger=False,
     beat_schedule={
         "inventory-snapshot": {
-            "task": "examples.shop.tasks.inventory_snapshot",
+            "task": f"{__name__}.inventory_snapshot",
             "schedule": crontab(*settings.beat_cron.split()),
         },
         "reconcile-payments": {
-            "task": "examples.shop.tasks.reconcile_payments",
+            "task": f"{__name__}.reconcile_payments",
             "schedule": crontab(*settings.beat_cron.split()),
         },
     },

@@ -1,17 +1,18 @@
 """`fastapi-sentry demo`: the example shop against a local inbox, with nothing else to install.
 
-It runs the service in `examples/shop/` of a checkout (that is the code a reader copies), so it
-is started from the repository root. SQLite is the database, the outside provider is a stub on
-127.0.0.1 and Celery runs tasks in-process (no broker), so neither Redis nor PostgreSQL is needed.
-The shop runs as a child process in its own session: Ctrl-C reaches only the demo, which then
-stops the shop, the stub and the inbox in order.
+The shop is `fastapi_sentry.examples.shop`: the repository's `examples/shop/` (the code a reader
+copies) shipped inside the package, so the demo runs from any folder, from a wheel as from a
+checkout. SQLite is the database, the outside provider is a stub on 127.0.0.1 and Celery runs tasks
+in-process (no broker), so neither Redis nor PostgreSQL is needed. The shop runs as a child process
+in its own session: Ctrl-C reaches only the demo, which then stops the shop, the stub and the inbox
+in order.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -26,13 +27,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-EXAMPLE_PACKAGE = Path("examples") / "shop"
-NOT_IN_CHECKOUT = (
-    "The demo runs the example service from a checkout of fastapi-sentry, and {where} has no "
-    "examples/shop/; run `fastapi-sentry demo` from the repository root (or pass --repo PATH)."
+SHOP = "fastapi_sentry.examples.shop"
+#: What the demo and the shop import beyond the package's own dependencies: the inbox extra.
+DEMO_MODULES = ("uvicorn", "jinja2", "httpx", "sqlalchemy", "celery", "redis")
+MISSING_EXTRA = (
+    "The demo needs {missing}, which {verb} not installed; install the inbox extra: "
+    "pip install 'fastapi-sentry[inbox]'"
 )
 SHOP_DID_NOT_START = (
-    "The example shop did not answer on {url} within {timeout:.0f} s; its output is in {log}."
+    "The example shop did not answer on {url} within {timeout:.0f} s; its last output:\n{output}"
 )
 STOP_HINT = "The inbox keeps running; press Ctrl-C to stop."
 
@@ -88,7 +91,7 @@ DEMO_USER = {"email": "ada@example.com", "password": "correct horse battery stap
 
 
 class ShopStartError(RuntimeError):
-    """The example service did not come up; the message says where its output is."""
+    """The example service did not come up; the message carries the end of its output."""
 
 
 class _Stop(Exception):
@@ -100,7 +103,6 @@ def _parser() -> argparse.ArgumentParser:
         prog="fastapi-sentry demo",
         description="Run the example shop against a local inbox and show the issues it creates.",
     )
-    parser.add_argument("--repo", type=Path, default=Path.cwd(), help="checkout to run from")
     parser.add_argument("--inbox-port", type=int, default=0, help="inbox port (default: free)")
     parser.add_argument(
         "--no-wait",
@@ -113,14 +115,15 @@ def _parser() -> argparse.ArgumentParser:
 def run_demo(argv: list[str]) -> int:
     """Run the demo; the exit status is 0 on success and after Ctrl-C in the final wait."""
     args = _parser().parse_args(argv)
-    repo = args.repo.resolve()
-    if not (repo / EXAMPLE_PACKAGE / "app.py").is_file():
-        print(NOT_IN_CHECKOUT.format(where=repo), file=sys.stderr)
+    missing = [name for name in DEMO_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        print(MISSING_EXTRA.format(missing=", ".join(missing), verb=verb), file=sys.stderr)
         return 2
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     workdir = Path(tempfile.mkdtemp(prefix="fastapi-sentry-demo-"))
     try:
-        return _run(repo, workdir, args.inbox_port, wait=not args.no_wait)
+        return _run(workdir, args.inbox_port, wait=not args.no_wait)
     except ShopStartError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -136,21 +139,21 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def _run(repo: Path, workdir: Path, inbox_port: int, *, wait: bool) -> int:
+def _run(workdir: Path, inbox_port: int, *, wait: bool) -> int:
     import httpx
 
     from fastapi_sentry.inbox import InboxServer
 
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-    stub_module: Any = importlib.import_module("examples.shop.stub")
+    # by name: in a checkout the shop's files are in examples/, found at run time through
+    # fastapi_sentry/examples/__init__.py, where mypy does not look
+    stub_module: Any = importlib.import_module(f"{SHOP}.stub")
 
     with (
         InboxServer(workdir / "inbox.db", port=inbox_port) as inbox,
         stub_module.ProviderStub(rates_delay=0.4) as stub,
     ):
         print(f"Inbox listening on {inbox.url}", flush=True)
-        with _shop(repo, workdir, inbox.dsn, stub.url) as base:
+        with _shop(workdir, inbox.dsn, stub.url) as base:
             print(f"Example shop listening on {base} (SQLite, tasks run in-process)\n", flush=True)
             with httpx.Client(base_url=base, timeout=30.0) as client:
                 token = client.post("/api/auth/login", json=DEMO_USER).json()["access_token"]
@@ -197,8 +200,12 @@ def _print_issues(url: str, issues: list[dict[str, Any]]) -> None:
 
 
 @contextlib.contextmanager
-def _shop(repo: Path, workdir: Path, dsn: str, provider_url: str) -> Iterator[str]:
-    """The example shop under uvicorn in its own session; yields its base URL."""
+def _shop(workdir: Path, dsn: str, provider_url: str) -> Iterator[str]:
+    """The example shop under uvicorn in its own session; yields its base URL.
+
+    It runs in the demo's scratch folder, so no `.env` of the folder the demo was started from
+    reaches the shop's settings.
+    """
     import httpx
 
     port = _free_port()
@@ -209,7 +216,6 @@ def _shop(repo: Path, workdir: Path, dsn: str, provider_url: str) -> Iterator[st
     }
     env.update(
         {
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")])),
             "SENTRY_DSN": dsn,
             "SENTRY_ENVIRONMENT": "development",
             "SENTRY_RELEASE": "shop@demo",
@@ -219,12 +225,12 @@ def _shop(repo: Path, workdir: Path, dsn: str, provider_url: str) -> Iterator[st
         }
     )
     log_path = workdir / "shop.log"
-    argv = [sys.executable, "-m", "uvicorn", "examples.shop.app:create_app", "--factory"]
+    argv = [sys.executable, "-m", "uvicorn", f"{SHOP}.app:create_app", "--factory"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,
-            cwd=repo,
+            cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -240,8 +246,12 @@ def _shop(repo: Path, workdir: Path, dsn: str, provider_url: str) -> Iterator[st
                     break
                 except httpx.TransportError:
                     if process.poll() is not None or time.monotonic() > deadline:
+                        # the scratch folder is removed on exit, so the output goes in the message
+                        output = log_path.read_text(errors="replace").splitlines()[-20:]
                         raise ShopStartError(
-                            SHOP_DID_NOT_START.format(url=base, timeout=30.0, log=log_path)
+                            SHOP_DID_NOT_START.format(
+                                url=base, timeout=30.0, output="\n".join(output)
+                            )
                         ) from None
                     time.sleep(0.1)
             yield base
