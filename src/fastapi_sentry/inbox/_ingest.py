@@ -52,6 +52,7 @@ class Record:
     group: Group | None = None
     user_key: str | None = None
     spans: list[tuple[str, str, float]] = field(default_factory=list)
+    trace_id: str | None = None
 
 
 def parse_timestamp(value: Any, default: float) -> float:
@@ -101,6 +102,12 @@ def _duration_ms(payload: dict[str, Any], received: float) -> float | None:
     return (end - start) * 1000.0
 
 
+def trace_id_of(payload: dict[str, Any]) -> str | None:
+    """The trace an event belongs to, if it names one (32 hex digits, as the SDK sends)."""
+    value = as_str(as_dict(as_dict(payload.get("contexts")).get("trace")).get("trace_id")).lower()
+    return value if _HEX32.fullmatch(value) else None
+
+
 def _error_record(item: Item, payload: dict[str, Any], env_id: Any, received: float) -> Record:
     group = group_event(payload)
     return Record(
@@ -114,6 +121,7 @@ def _error_record(item: Item, payload: dict[str, Any], env_id: Any, received: fl
         name=_opt(payload.get("transaction")),
         group=group,
         user_key=user_key(payload),
+        trace_id=trace_id_of(payload),
     )
 
 
@@ -144,6 +152,8 @@ def _transaction_record(
         status=_opt(trace.get("status")),
         duration_ms=_duration_ms(payload, received),
         spans=spans,
+        user_key=user_key(payload),
+        trace_id=trace_id_of(payload),
     )
 
 
