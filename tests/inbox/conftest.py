@@ -16,7 +16,7 @@ from tests.test_inbox_web import _png_size_and_colours, browser, inbox
 __all__ = ["browser", "inbox", "serve"]
 
 
-def api(inbox: InboxServer, path: str, status: int = 200, **params: str) -> Any:
+def api(inbox: InboxServer, path: str, status: int = 200, /, **params: str) -> Any:
     """GET a JSON API path of the default project (``{p}`` is its id) and check the status."""
     assert inbox.project is not None
     url = inbox.url + path.format(p=inbox.project.id)

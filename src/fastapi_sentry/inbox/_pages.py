@@ -17,7 +17,7 @@ from fastapi_sentry.inbox._errors import InboxError, NotFoundError
 from fastapi_sentry.inbox._ingest import parse_timestamp
 from fastapi_sentry.inbox._performance import parse_threshold, transactions
 from fastapi_sentry.inbox._period import PERIOD_CHOICES, ago, parse_period
-from fastapi_sentry.inbox._releases import releases
+from fastapi_sentry.inbox._releases import environments, releases
 from fastapi_sentry.inbox._store import InboxStore, Project
 from fastapi_sentry.inbox._traces import check_trace_id, trace
 
@@ -88,13 +88,15 @@ def release_list(store: InboxStore, project: Project, params: QueryParams) -> li
 
 def releases_page(store: InboxStore, project: Project, params: QueryParams) -> Page:
     rows = release_list(store, project, params)
+    with store.reading() as conn:
+        known_environments = environments(conn, project.id)
     for row in rows:
         row["adoptionChart"] = sparkline(
             row["healthData"]["adoptionStats"], label="adoption over the period"
         )
     context = {
         "releases": rows,
-        "environments": store.facets(project.id)["environment"],
+        "environments": known_environments,
         "environment": params.get("environment") or "",
         "period": params.get("statsPeriod") or "14d",
         "periods": PERIOD_CHOICES,

@@ -114,6 +114,16 @@ def _first_seen_issues(
     return result
 
 
+def environments(conn: sqlite3.Connection, project_id: int) -> list[str]:
+    """Every environment a release was seen in (sessions included, unlike the issue facets)."""
+    rows = conn.execute(
+        "SELECT DISTINCT environment FROM events WHERE project_id = ? AND environment IS NOT NULL "
+        "AND release IS NOT NULL ORDER BY environment",
+        (project_id,),
+    )
+    return [row[0] for row in rows]
+
+
 def releases(
     conn: sqlite3.Connection,
     project_id: int,
