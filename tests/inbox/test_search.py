@@ -54,6 +54,8 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxServer]:
             init_sdk(inbox.dsn, environment=sent["environment"], release=sent["release"])
             if "user" in sent:
                 sentry_sdk.set_user(sent["user"])
+            if sent["message"] == A:
+                sentry_sdk.get_current_scope().set_transaction_name("GET /checkout")
             sentry_sdk.capture_message(sent["message"], level=sent["level"], tags=sent["tags"])
             sentry_sdk.flush()
             forget_sentry()
@@ -79,6 +81,8 @@ CASES = [
     ("endpoint:/checkout", {A}),
     ("request_id:req-3", {C}),
     ("celery.task_name:tasks.charge", {B}),
+    ('transaction:"GET /checkout"', {A}),
+    ("user.username:nobody", set()),
     ("!environment:production", {B}),
     ("!endpoint:/checkout", {B, C}),
     ("!is:unresolved", {B, C}),
@@ -94,6 +98,7 @@ def test_each_token_includes_its_issues_and_excludes_the_others(
     searched: InboxServer, query: str, expected: set[str]
 ) -> None:
     assert expected < {A, B, C}  # every case excludes at least one issue
+    assert expected or query == "user.username:nobody"  # and all but one include one
     listed = api(searched, "/api/0/projects/{p}/issues/", query=query)
     assert {issue["title"] for issue in listed} == expected
     html = httpx.get(searched.url + "/", params={"query": query}, timeout=10).text
