@@ -14,7 +14,7 @@ import sentry_sdk
 from sentry_sdk.types import Event
 
 from fastapi_sentry.inbox import InboxServer
-from tests.inbox.conftest import page, set_status
+from tests.inbox.conftest import api, page, set_status
 from tests.inbox_support import init_sdk
 
 
@@ -126,3 +126,20 @@ def test_issue_stream_and_stack_trace_in_chromium(inbox: InboxServer, browser: A
     assert not long_value.locator("pre").is_visible()
     long_value.locator("summary").click()
     assert "x" * 700 in long_value.locator("pre").inner_text()
+
+
+def test_the_issues_api_is_the_list_s_json_twin(inbox: InboxServer) -> None:
+    ids = _fill(inbox)
+    listed = api(inbox, "/api/0/projects/{p}/issues/", statsPeriod="24h", query="login")
+    (login,) = listed
+    assert login["id"] == ids["login broken"]
+    buckets = login["stats"]["24h"]
+    assert len(buckets) == 24
+    assert sum(count for _, count in buckets) == 3
+    assert buckets[-1][1] == 2  # the two recent events; the 2 h old one sits further left
+    assert login["userShare"] == 50.0
+    assert "stats" not in api(inbox, "/api/0/projects/{p}/issues/")[0]
+    assert (
+        "is not a period"
+        in api(inbox, "/api/0/projects/{p}/issues/", 400, statsPeriod="soon")["detail"]
+    )

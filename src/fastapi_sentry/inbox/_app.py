@@ -32,7 +32,7 @@ from fastapi_sentry.inbox._errors import (
     PayloadTooLargeError,
 )
 from fastapi_sentry.inbox._ingest import Record, records_from_envelope, records_from_store_body
-from fastapi_sentry.inbox._pages import performance_list, release_list, trace_data
+from fastapi_sentry.inbox._pages import issue_list, performance_list, release_list, trace_data
 from fastapi_sentry.inbox._store import InboxStore, Project, WriteJob
 from fastapi_sentry.inbox._web import web_routes
 
@@ -212,15 +212,10 @@ class _App:
     async def api_issues(self, request: Request) -> Response:
         self._read_guard(request)
         project = self._project(request.path_params["project_id"])
+        # Sentry's stats (events per bucket) and the share of users come with a statsPeriod.
         params = request.query_params
-        issues = self.store.list_issues(
-            project.id,
-            environment=params.get("environment"),
-            release=params.get("release"),
-            level=params.get("level"),
-            query=params.get("query"),
-            limit=self._limit(request),
-        )
+        stats = bool(params.get("statsPeriod"))
+        issues, _, _ = issue_list(self.store, project, params, self._limit(request), stats=stats)
         return JSONResponse(issues)
 
     def _issue(self, request: Request) -> dict[str, Any]:

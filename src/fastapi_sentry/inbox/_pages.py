@@ -16,7 +16,7 @@ from fastapi_sentry.inbox._charts import bucket_counts, sparkline
 from fastapi_sentry.inbox._errors import InboxError, NotFoundError
 from fastapi_sentry.inbox._ingest import parse_timestamp
 from fastapi_sentry.inbox._performance import parse_threshold, transactions
-from fastapi_sentry.inbox._period import PERIOD_CHOICES, ago, parse_period
+from fastapi_sentry.inbox._period import PERIOD_CHOICES, Period, ago, parse_period
 from fastapi_sentry.inbox._releases import environments, releases
 from fastapi_sentry.inbox._store import InboxStore, Project
 from fastapi_sentry.inbox._traces import check_trace_id, trace
@@ -38,26 +38,22 @@ def _relative(iso_time: str, now: float) -> dict[str, str]:
     return {"exact": iso_time, "ago": ago(now - parse_timestamp(iso_time, now))}
 
 
-def issue_stream(store: InboxStore, project: Project, params: QueryParams) -> Page:
-    """The issue list: Sentry's search, a sparkline per issue, users as a share, relative times."""
-    filters = {key: params.get(key) or None for key in STREAM_FILTERS}
-    context: dict[str, Any] = {"filters": filters, "periods": PERIOD_CHOICES, "issues": []}
-    context["facets"] = store.facets(project.id)
-    context["period"] = params.get("statsPeriod") or "24h"
-    try:
-        period = parse_period(params.get("statsPeriod"), "24h")
-        issues = store.list_issues(project.id, limit=500, **filters)
-    except InboxError as e:
-        return Page("issues.html", {**context, "error": e}, e.status_code)
+def add_issue_stats(
+    store: InboxStore, project: Project, issues: list[dict[str, Any]], period: Period
+) -> int:
+    """Give each issue Sentry's ``stats`` (events per bucket over the period) and ``userShare``
+    (percent of every user the project has seen); return that number of users."""
     now = time.time()
     since = now - period.seconds
     ids = [int(issue["id"]) for issue in issues]
     times: dict[int, list[tuple[float, float]]] = {issue_id: [] for issue_id in ids}
     with store.reading() as conn:
-        total_users = conn.execute(
-            "SELECT COUNT(*) FROM project_users WHERE project_id = ?", (project.id,)
-        ).fetchone()[0]
-        for start in range(0, len(ids), 500):
+        total_users = int(
+            conn.execute(
+                "SELECT COUNT(*) FROM project_users WHERE project_id = ?", (project.id,)
+            ).fetchone()[0]
+        )
+        for start in range(0, len(ids), 500):  # SQLite limits the bound values per statement
             chunk = ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             for issue_id, ts in conn.execute(
@@ -66,13 +62,44 @@ def issue_stream(store: InboxStore, project: Project, params: QueryParams) -> Pa
                 [*chunk, since],
             ):
                 times[issue_id].append((ts, 1.0))
+    width = period.seconds / SPARKLINE_BUCKETS
     for issue in issues:
         counts = bucket_counts(times[int(issue["id"])], since, now, SPARKLINE_BUCKETS)
-        issue["sparkline"] = sparkline(counts, label=f"events in the last {period.label}")
-        issue["eventsInPeriod"] = int(sum(counts))
+        issue["stats"] = {
+            period.label: [[int(since + i * width), int(n)] for i, n in enumerate(counts)]
+        }
         issue["userShare"] = (
             round(100.0 * issue["userCount"] / total_users, 1) if total_users else None
         )
+    return total_users
+
+
+def issue_list(
+    store: InboxStore, project: Project, params: QueryParams, limit: int, *, stats: bool = True
+) -> tuple[list[dict[str, Any]], Period, int]:
+    """The issues a search finds, with their stats over ``statsPeriod`` (default 24h) unless
+    ``stats`` is false."""
+    period = parse_period(params.get("statsPeriod"), "24h")
+    filters = {key: params.get(key) or None for key in STREAM_FILTERS}
+    issues = store.list_issues(project.id, limit=limit, **filters)
+    total_users = add_issue_stats(store, project, issues, period) if stats else 0
+    return issues, period, total_users
+
+
+def issue_stream(store: InboxStore, project: Project, params: QueryParams) -> Page:
+    """The issue list: Sentry's search, a sparkline per issue, users as a share, relative times."""
+    filters = {key: params.get(key) or None for key in STREAM_FILTERS}
+    context: dict[str, Any] = {"filters": filters, "periods": PERIOD_CHOICES, "issues": []}
+    context["facets"] = store.facets(project.id)
+    context["period"] = params.get("statsPeriod") or "24h"
+    try:
+        issues, period, total_users = issue_list(store, project, params, 500)
+    except InboxError as e:
+        return Page("issues.html", {**context, "error": e}, e.status_code)
+    now = time.time()
+    for issue in issues:
+        counts = [n for _, n in issue["stats"][period.label]]
+        issue["sparkline"] = sparkline(counts, label=f"events in the last {period.label}")
         issue["firstSeenAt"] = _relative(issue["firstSeen"], now)
         issue["lastSeenAt"] = _relative(issue["lastSeen"], now)
     context.update(issues=issues, total_users=total_users, period=period.label)
