@@ -22,6 +22,13 @@ from fastapi_sentry.inbox._ingest import trace_id_of
 from fastapi_sentry.inbox._pages import issue_stream, performance_page, releases_page, trace_page
 from fastapi_sentry.inbox._store import InboxStore, Project, iso
 
+# Pages whose content lives in _pages (shared with the JSON API), by route name.
+_MONITOR_PAGES = {
+    "issues": issue_stream,
+    "releases": releases_page,
+    "performance": performance_page,
+}
+
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -173,10 +180,8 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
     def render(request: Request, name: str) -> Response:
         project, projects = project_from(request)
         common: dict[str, Any] = {"project": project, "projects": projects, "section": name}
-        monitor_pages = {"issues": issue_stream, "releases": releases_page}
-        monitor_pages["performance"] = performance_page
-        if name in monitor_pages:
-            shown = monitor_pages[name](store, project, request.query_params)
+        if name in _MONITOR_PAGES:
+            shown = _MONITOR_PAGES[name](store, project, request.query_params)
             title = name.capitalize()
             return _html(shown.template, shown.status, title=title, **shown.context, **common)
         if name == "trace":
