@@ -99,7 +99,9 @@ def _duration_ms(payload: dict[str, Any], received: float) -> float | None:
     end = parse_timestamp(payload.get("timestamp"), -1.0)
     if start < 0 or end < 0 or end < start:
         return None
-    return (end - start) * 1000.0
+    # Timestamps carry microseconds; rounding to them drops the float noise of epoch seconds,
+    # so a 300 ms transaction is 300.0 and meets an Apdex threshold of 300 ms.
+    return round((end - start) * 1000.0, 3)
 
 
 def trace_id_of(payload: dict[str, Any]) -> str | None:
