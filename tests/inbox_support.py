@@ -17,7 +17,7 @@ import sentry_sdk
 
 from fastapi_sentry.inbox import InboxServer
 
-TABLES = ("projects", "issues", "issue_users", "issue_tags", "events", "spans")
+TABLES = ("projects", "issues", "issue_users", "issue_tags", "events", "spans", "project_users")
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from fastapi_sentry.inbox._errors import (
     PayloadTooLargeError,
 )
 from fastapi_sentry.inbox._ingest import Record, records_from_envelope, records_from_store_body
+from fastapi_sentry.inbox._pages import issue_list, performance_list, release_list, trace_data
 from fastapi_sentry.inbox._store import InboxStore, Project, WriteJob
 from fastapi_sentry.inbox._web import web_routes
 
@@ -211,15 +212,10 @@ class _App:
     async def api_issues(self, request: Request) -> Response:
         self._read_guard(request)
         project = self._project(request.path_params["project_id"])
+        # Sentry's stats (events per bucket) and the share of users come with a statsPeriod.
         params = request.query_params
-        issues = self.store.list_issues(
-            project.id,
-            environment=params.get("environment"),
-            release=params.get("release"),
-            level=params.get("level"),
-            query=params.get("query"),
-            limit=self._limit(request),
-        )
+        stats = bool(params.get("statsPeriod"))
+        issues, _, _ = issue_list(self.store, project, params, self._limit(request), stats=stats)
         return JSONResponse(issues)
 
     def _issue(self, request: Request) -> dict[str, Any]:
@@ -257,10 +253,29 @@ class _App:
                 environment=request.query_params.get("environment"),
                 release=request.query_params.get("release"),
                 level=request.query_params.get("level"),
+                query=request.query_params.get("query"),
                 limit=self._limit(request),
                 newest_first=True,
             )
         )
+
+    # -- monitor API (release health, performance, traces) ---------------------------------
+
+    async def api_releases(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        return JSONResponse(release_list(self.store, project, request.query_params))
+
+    async def api_performance(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        rows, threshold, period = performance_list(self.store, project, request.query_params)
+        return JSONResponse({"statsPeriod": period, "threshold": threshold, "data": rows})
+
+    async def api_trace(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        return JSONResponse(trace_data(self.store, project, request.path_params["trace_id"]))
 
 
 def _guarded(endpoint: Endpoint) -> Endpoint:
@@ -335,6 +350,9 @@ def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
         ("/api/0/projects/", app.api_projects, "GET"),
         ("/api/0/projects/{project_id}/issues/", app.api_issues, "GET"),
         ("/api/0/projects/{project_id}/events/", app.api_events, "GET"),
+        ("/api/0/projects/{project_id}/releases/", app.api_releases, "GET"),
+        ("/api/0/projects/{project_id}/performance/", app.api_performance, "GET"),
+        ("/api/0/projects/{project_id}/traces/{trace_id}/", app.api_trace, "GET"),
         ("/api/0/issues/{issue_id}/", app.api_issue, "GET"),
         ("/api/0/issues/{issue_id}/events/", app.api_issue_events, "GET"),
         ("/api/0/issues/{issue_id}/events/latest/", app.api_issue_latest, "GET"),

@@ -52,6 +52,7 @@ class Record:
     group: Group | None = None
     user_key: str | None = None
     spans: list[tuple[str, str, float]] = field(default_factory=list)
+    trace_id: str | None = None
 
 
 def parse_timestamp(value: Any, default: float) -> float:
@@ -98,7 +99,15 @@ def _duration_ms(payload: dict[str, Any], received: float) -> float | None:
     end = parse_timestamp(payload.get("timestamp"), -1.0)
     if start < 0 or end < 0 or end < start:
         return None
-    return (end - start) * 1000.0
+    # Timestamps carry microseconds; rounding to them drops the float noise of epoch seconds,
+    # so a 300 ms transaction is 300.0 and meets an Apdex threshold of 300 ms.
+    return round((end - start) * 1000.0, 3)
+
+
+def trace_id_of(payload: dict[str, Any]) -> str | None:
+    """The trace an event belongs to, if it names one (32 hex digits, as the SDK sends)."""
+    value = as_str(as_dict(as_dict(payload.get("contexts")).get("trace")).get("trace_id")).lower()
+    return value if _HEX32.fullmatch(value) else None
 
 
 def _error_record(item: Item, payload: dict[str, Any], env_id: Any, received: float) -> Record:
@@ -114,6 +123,7 @@ def _error_record(item: Item, payload: dict[str, Any], env_id: Any, received: fl
         name=_opt(payload.get("transaction")),
         group=group,
         user_key=user_key(payload),
+        trace_id=trace_id_of(payload),
     )
 
 
@@ -144,6 +154,8 @@ def _transaction_record(
         status=_opt(trace.get("status")),
         duration_ms=_duration_ms(payload, received),
         spans=spans,
+        user_key=user_key(payload),
+        trace_id=trace_id_of(payload),
     )
 
 

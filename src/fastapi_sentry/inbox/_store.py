@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 from fastapi_sentry.inbox._errors import StorageError
 from fastapi_sentry.inbox._ingest import Record
+from fastapi_sentry.inbox._monitor_schema import migrate
+from fastapi_sentry.inbox._search import event_filter, issue_filter, parse
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +178,7 @@ class InboxStore:
         self._write_conn.execute("PRAGMA journal_mode = WAL")
         self._write_conn.execute("PRAGMA synchronous = NORMAL")
         self._write_conn.executescript(_SCHEMA)
+        migrate(self._write_conn)
         self._readers: list[sqlite3.Connection] = []
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -353,6 +356,10 @@ class InboxStore:
                 else:
                     self._readers.append(conn)
 
+    def reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A read-only connection from the pool, for the monitor queries in their own modules."""
+        return self._reader()
+
     def count_events(self, type: str | None = None, project_id: int | None = None) -> int:
         where, params = _event_filter(project_id, type)
         with self._reader() as conn:
@@ -371,14 +378,17 @@ class InboxStore:
         environment: str | None = None,
         release: str | None = None,
         level: str | None = None,
+        query: str | None = None,
     ) -> list[dict[str, Any]]:
         """Stored events as their full JSON plus ``eventID``, ``groupID``, ``type``, ``projectID``
-        and ``dateReceived``. ``type`` may list several types separated by commas."""
+        and ``dateReceived``. ``type`` may list several types separated by commas; ``query`` is
+        a Sentry search (see ``_search``)."""
         where, params = _event_filter(
             project_id,
             type,
             issue_id,
             {"environment": environment, "release": release, "level": level},
+            query,
         )
         order = "DESC" if newest_first else "ASC"
         columns = "id, project_id, type, event_id, issue_id, received, data, raw"
@@ -413,10 +423,9 @@ class InboxStore:
         if level:
             clauses.append("i.level = ?")
             params.append(level)
-        if query:
-            clauses.append("(i.title LIKE ? ESCAPE '\\' OR i.culprit LIKE ? ESCAPE '\\')")
-            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            params += [pattern + "%", pattern + "%"]
+        search_clauses, search_params = issue_filter(parse(query))
+        clauses += search_clauses
+        params += search_params
         sql = f"SELECT {_ISSUE_COLUMNS} FROM issues i WHERE {' AND '.join(clauses)} "  # noqa: S608
         sql += "ORDER BY i.last_seen DESC, i.id DESC"
         if limit is not None:
@@ -548,6 +557,7 @@ class InboxStore:
             count,
             user_count,
             project_name,
+            status,
         ) = row
         tags: dict[str, list[str]] = {"environment": [], "release": []}
         for key, value in conn.execute(
@@ -562,7 +572,7 @@ class InboxStore:
             "culprit": culprit,
             "level": level,
             "type": type_,
-            "status": "unresolved",
+            "status": status,
             "metadata": json.loads(metadata),
             "count": str(count),
             "userCount": user_count,
@@ -577,7 +587,8 @@ class InboxStore:
 
 _ISSUE_COLUMNS = (
     "i.id, i.project_id, i.type, i.title, i.culprit, i.level, i.metadata, i.first_seen, "
-    "i.last_seen, i.count, i.user_count, (SELECT name FROM projects p WHERE p.id = i.project_id)"
+    "i.last_seen, i.count, i.user_count, (SELECT name FROM projects p WHERE p.id = i.project_id), "
+    "i.status"
 )
 
 
@@ -586,9 +597,9 @@ def _event_filter(
     type: str | None,
     issue_id: int | None = None,
     columns: dict[str, str | None] | None = None,
+    query: str | None = None,
 ) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
+    clauses, params = event_filter(parse(query))
     for column, value in (columns or {}).items():
         if value and column in ("environment", "release", "level"):
             clauses.append(f"{column} = ?")
@@ -673,8 +684,8 @@ def _insert_records(
                 conn.execute(_TAG_UPSERT[len(tags)], [field for tag in tags for field in tag])
         cur = conn.execute(
             "INSERT INTO events (project_id, type, event_id, issue_id, received, timestamp, "
-            "environment, release, level, name, status, duration_ms, data, raw) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "environment, release, level, name, status, duration_ms, data, raw, trace_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 project_id,
                 record.type,
@@ -690,6 +701,7 @@ def _insert_records(
                 record.duration_ms,
                 record.data,
                 record.raw,
+                record.trace_id,
             ),
         )
         if record.spans:
@@ -700,6 +712,11 @@ def _insert_records(
                     (cur.lastrowid, project_id, record.name or "", op, desc, ms)
                     for op, desc, ms in record.spans
                 ],
+            )
+        if record.user_key is not None:  # every user seen, the base of "share of users"
+            conn.execute(
+                "INSERT OR IGNORE INTO project_users (project_id, user_key) VALUES (?, ?)",
+                (project_id, record.user_key),
             )
         stored += 1
     return stored

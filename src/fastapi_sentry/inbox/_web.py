@@ -18,7 +18,16 @@ from starlette.routing import Route
 from fastapi_sentry.inbox._auth import TOKEN_COOKIE, check_token
 from fastapi_sentry.inbox._errors import InboxError, NotFoundError
 from fastapi_sentry.inbox._grouping import as_dict, as_list, as_str, exceptions, formatted_message
+from fastapi_sentry.inbox._ingest import trace_id_of
+from fastapi_sentry.inbox._pages import issue_stream, performance_page, releases_page, trace_page
 from fastapi_sentry.inbox._store import InboxStore, Project, iso
+
+# Pages whose content lives in _pages (shared with the JSON API), by route name.
+_MONITOR_PAGES = {
+    "issues": issue_stream,
+    "releases": releases_page,
+    "performance": performance_page,
+}
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -110,6 +119,7 @@ def event_view(event: dict[str, Any]) -> dict[str, Any]:
         "environment": as_str(event.get("environment")),
         "release": as_str(event.get("release")),
         "transaction": as_str(event.get("transaction")),
+        "trace_id": trace_id_of(event) or "",
         "exceptions": chain,
         "breadcrumbs": [
             {
@@ -170,20 +180,13 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
     def render(request: Request, name: str) -> Response:
         project, projects = project_from(request)
         common: dict[str, Any] = {"project": project, "projects": projects, "section": name}
-        if name == "issues":
-            params = request.query_params
-            filters = {
-                key: params.get(key) or None for key in ("environment", "release", "level", "query")
-            }
-            issues = store.list_issues(project.id, limit=500, **filters)
-            return _html(
-                "issues.html",
-                issues=issues,
-                filters=filters,
-                facets=store.facets(project.id),
-                title="Issues",
-                **common,
-            )
+        if name in _MONITOR_PAGES:
+            shown = _MONITOR_PAGES[name](store, project, request.query_params)
+            title = name.capitalize()
+            return _html(shown.template, shown.status, title=title, **shown.context, **common)
+        if name == "trace":
+            shown = trace_page(store, project, request.path_params["trace_id"])
+            return _html(shown.template, title="Trace", **shown.context, **common)
         if name == "issue":
             raw_id = request.path_params["issue_id"]
             issue = store.get_issue(int(raw_id)) if raw_id.isdigit() and len(raw_id) < 18 else None
@@ -198,13 +201,6 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
                 title=issue["title"],
                 **common,
             )
-        if name == "performance":
-            return _html(
-                "performance.html",
-                rows=store.performance(project.id),
-                title="Performance",
-                **common,
-            )
         return _html("crons.html", rows=store.check_ins(project.id), title="Crons", **common)
 
     def route(path: str, name: str) -> Route:
@@ -217,5 +213,7 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
         route("/", "issues"),
         route("/issues/{issue_id}/", "issue"),
         route("/performance/", "performance"),
+        route("/releases/", "releases"),
+        route("/traces/{trace_id}/", "trace"),
         route("/crons/", "crons"),
     ]
