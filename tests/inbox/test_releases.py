@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from sentry_sdk.session import Session
 
 import fastapi_sentry
-from fastapi_sentry import _sessions
+from fastapi_sentry._fastpath import sessions as _sessions
 from fastapi_sentry.inbox import InboxServer
 from tests.inbox.conftest import api, colourful, page, serve
 from tests.inbox_support import init_sdk
