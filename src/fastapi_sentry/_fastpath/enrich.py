@@ -35,7 +35,6 @@ from fastapi_sentry._fastpath._sdk_seam import (
     has_data_collection_enabled,
     request_body_within_bounds,
 )
-from fastapi_sentry._graphql import filter_request_body
 from fastapi_sentry._routes import add_request_tags, route_path
 from fastapi_sentry._users import UserResolver, fill_user
 
@@ -93,7 +92,6 @@ class RequestEnricher:
             data = _body(state, headers, client)
             if data is not None:
                 request["data"] = data
-                filter_request_body(request, options)
         event["request"] = request
 
     @staticmethod

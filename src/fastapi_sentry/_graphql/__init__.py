@@ -4,8 +4,9 @@ sentry-sdk already reports a resolver's error once, with the request it came in.
 added here: the operation on every event (`graphql.operation_name` / `graphql.operation_type`
 tags) and as the transaction's name whichever library serves it; no event for a request the
 client got wrong (a syntax, validation or variable error is the client's bug, answered in the
-response); and the request body shown by the rules of `data_collection.graphql`, since our
-request path attaches JSON bodies and a GraphQL body carries the query and its variables.
+response); and the request body shown by the rules of `data_collection.graphql` (applied in the
+event pipeline): the request path, ours or the SDK's on the fallback, attaches JSON bodies, and
+a GraphQL body carries the query and its variables.
 The library-specific halves are in `strawberry.py` and `ariadne.py`, imported only when the
 library is installed.
 """
@@ -70,6 +71,16 @@ def graphql_collection(options: Mapping[str, Any]) -> tuple[bool, bool]:
         return bool(graphql.get("document")), bool(graphql.get("variables"))
     pii = bool(options.get("send_default_pii"))
     return pii, pii
+
+
+def filter_event_body(event: dict[str, Any]) -> None:
+    """`filter_request_body` for an event about to leave, whichever request path attached the
+    body (ours, or sentry-sdk's Starlette integration on the fallback path)."""
+    request = event.get("request")
+    if isinstance(request, dict) and request.get("data"):
+        import sentry_sdk
+
+        filter_request_body(request, sentry_sdk.get_client().options)
 
 
 def filter_request_body(request: dict[str, Any], options: Mapping[str, Any]) -> None:
