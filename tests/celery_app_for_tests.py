@@ -8,6 +8,7 @@ enqueue), where SENTRY_DSN is unset and `install_celery` stays off.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -102,3 +103,26 @@ def beat_ok() -> str:
 def beat_fails() -> Any:
     time.sleep(0.01)
     raise RuntimeError("beat task failed")
+
+
+@app.task(name="tests.exceeds_time_limit", time_limit=1)
+def exceeds_time_limit(label: str) -> None:
+    time.sleep(60)  # the pool kills the process at the hard limit, long before this ends
+
+
+@app.task(name="tests.exceeds_soft_time_limit", soft_time_limit=1, time_limit=30)
+def exceeds_soft_time_limit(label: str) -> None:
+    time.sleep(60)  # SoftTimeLimitExceeded is raised in here after 1 s
+
+
+@app.task(name="tests.kills_its_process")
+def kills_its_process(label: str) -> None:
+    # what the kernel's OOM killer does to a pool process
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="tests.retried_then_killed", bind=True, max_retries=1, default_retry_delay=0)
+def retried_then_killed(self: Task[Any, Any], label: str) -> None:
+    if not self.request.retries:
+        raise self.retry(exc=ValueError(f"first attempt of {label}"))
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -37,6 +37,8 @@ CELERY_SIGNALS = (
     signals.beat_init,
     signals.task_prerun,
     signals.task_retry,
+    signals.task_received,
+    signals.task_failure,
     signals.before_task_publish,
     signals.worker_shutdown,
     signals.worker_process_shutdown,
@@ -387,3 +389,36 @@ def test_a_retry_adds_a_breadcrumb_to_the_attempt_that_retries(
         "attempt": 1,
         "reason": "ConnectionError: broker away",
     }
+
+
+@pytest.mark.parametrize(
+    ("logger_name", "template", "args", "dropped"),
+    [
+        ("multiprocessing", "Process %r pid:%r exited with %r", ("W-1", 7, "signal 9"), True),
+        ("celery.worker.request", "Hard time limit (%ss) exceeded for %s[%s]", (1, "t", "i"), True),
+        ("celery.worker.request", "Task handler raised error: %r", ("lost",), False),
+        ("multiprocessing", "Pool process %r error: %r", ("W-1", RuntimeError("bug")), False),
+        ("myapp", "Process %r pid:%r exited with %r", ("W-1", 7, "signal 9"), False),
+    ],
+)
+def test_only_the_workers_own_lines_about_a_killed_task_lose_their_event(
+    logger_name: str, template: str, args: tuple[Any, ...], dropped: bool
+) -> None:
+    from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+
+    from fastapi_sentry.celery import _drop_kill_log_events
+
+    def kept(*record_args: Any) -> bool:
+        record = logging.LogRecord(
+            logger_name, logging.ERROR, "x.py", 1, template, record_args, None
+        )
+        event = {"level": "error"}
+        return _drop_kill_log_events(event, {"log_record": record}) is event
+
+    assert kept(*args) is not dropped
+    # the exception-bearing lines are the killed task's own only for the kill's exceptions
+    if template == "Task handler raised error: %r":
+        assert not kept(WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL) Job: 1."))
+        assert not kept(TimeLimitExceeded(1))
+    if template == "Pool process %r error: %r":
+        assert not kept("W-1", SoftTimeLimitExceeded())

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,17 +22,18 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 from fastapi import FastAPI
 
 import fastapi_sentry
 from fastapi_sentry.celery import (
+    KILLED_FINGERPRINT,
     RETRY_BREADCRUMB_CATEGORY,
     TAG_RETRIES,
     TAG_TASK_ID,
     TAG_TASK_NAME,
 )
 from tests.support.receiver import Receiver
+from tests.support.server import serve
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 APP_MODULE = "tests.celery_app_for_tests"
 #: How long a worker may take to start and run a short task (the machine is shared).
 SETTLE = 30.0
+#: How long a warm shutdown may take after pool processes were killed or timed out.
+KILLED_SHUTDOWN = 60.0
 
 
 class CeleryProcess:
@@ -302,7 +304,7 @@ def test_a_failing_task_carries_the_trace_of_the_request_that_enqueued_it(
         sent["task_id"] = str(result.id)
         return sent
 
-    with _serve(api) as base_url:
+    with serve(api) as base_url:
         response = httpx.post(f"{base_url}/reports", timeout=10)
     producer.close()
     assert response.status_code == 200
@@ -321,25 +323,6 @@ def test_a_failing_task_carries_the_trace_of_the_request_that_enqueued_it(
     )
     assert task_transaction["contexts"]["trace"]["trace_id"] == trace_id
     assert task_transaction["contexts"]["trace"]["parent_span_id"] in submits
-
-
-@contextlib.contextmanager
-def _serve(api: FastAPI) -> Iterator[str]:
-    config = uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("uvicorn did not start on 127.0.0.1")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 class SlowReceiver(Receiver):
@@ -418,3 +401,64 @@ def test_beat_tasks_send_check_ins_from_beat_and_the_worker(celery_run: CeleryRu
     errors = celery_run.items(lambda e: e.get("tags", {}).get(TAG_TASK_NAME) == "tests.beat_fails")
     assert errors, celery_run.output()
     assert errors[0]["exception"]["values"][-1]["value"] == "beat task failed"
+
+
+def test_a_task_killed_from_outside_is_one_tagged_event(celery_run: CeleryRun) -> None:
+    worker = celery_run.worker()
+    hard = celery_run.send("tests.exceeds_time_limit", "hard")
+    killed = celery_run.send("tests.kills_its_process", "killed")
+    retried = celery_run.send("tests.retried_then_killed", "retried")
+    for task_id in (hard, killed, retried):
+        celery_run.wait_items(_task_id_is(task_id))
+    # the marker: a task that fails after the others; then stopping the worker flushes its
+    # main process, so every event the kills caused there has arrived when it returns 0
+    marker = celery_run.send("tests.fails", "marker")
+    celery_run.wait_items(_task_id_is(marker))
+    # a deadline, not a timing: after killed pool processes the warm shutdown is slow
+    assert worker.stop(timeout=KILLED_SHUTDOWN) == 0, celery_run.output()
+
+    events = celery_run.items(lambda e: True)
+    by_task = {e.get("tags", {}).get(TAG_TASK_ID): e for e in events}
+    summary = f"{len(events)} events: {[_summary(e) for e in events]}\n{celery_run.output()}"
+    assert len(events) == 4, summary
+    assert set(by_task) == {hard, killed, retried, marker}, summary
+    for task_id, task_name, exc_type, how, retries in (
+        (hard, "tests.exceeds_time_limit", "TimeLimitExceeded", "hard time limit (1 s)", "0"),
+        (killed, "tests.kills_its_process", "WorkerLostError", "signal 9 (SIGKILL)", "0"),
+        (retried, "tests.retried_then_killed", "WorkerLostError", "signal 9 (SIGKILL)", "1"),
+    ):
+        event = by_task[task_id]
+        assert event["tags"][TAG_TASK_NAME] == task_name
+        assert event["tags"][TAG_RETRIES] == retries
+        assert event["level"] == "error"
+        (exception,) = event["exception"]["values"]
+        assert exception["type"] == exc_type
+        assert how in exception["value"]
+        assert exception["mechanism"] == {"type": "celery", "handled": False}
+        assert event["fingerprint"] == [KILLED_FINGERPRINT, task_name, exc_type]
+    # the worker's own line about the dead process is a breadcrumb of the task's event
+    crumbs = by_task[killed]["breadcrumbs"]["values"]
+    assert any("exited with 'signal 9 (SIGKILL)'" in (c.get("message") or "") for c in crumbs)
+
+
+def test_a_soft_time_limit_is_one_event_from_the_task(celery_run: CeleryRun) -> None:
+    # (its own worker: after two pool processes were killed, billiard's pool sometimes never
+    # finishes the warm shutdown that this test needs to count)
+    worker = celery_run.worker()
+    soft = celery_run.send("tests.exceeds_soft_time_limit", "soft")
+    celery_run.wait_items(_task_id_is(soft))
+    assert worker.stop(timeout=KILLED_SHUTDOWN) == 0, celery_run.output()
+
+    (event,) = celery_run.items(lambda e: True)
+    assert event["tags"][TAG_TASK_ID] == soft
+    assert event["tags"][TAG_TASK_NAME] == "tests.exceeds_soft_time_limit"
+    assert event["tags"][TAG_RETRIES] == "0"
+    (exception,) = event["exception"]["values"]
+    assert exception["type"] == "SoftTimeLimitExceeded"
+    assert exception["stacktrace"]["frames"][-1]["function"] == "soft_timeout_sighandler"
+
+
+def _summary(event: dict[str, Any]) -> str:
+    values = (event.get("exception") or {}).get("values") or [{}]
+    message = (event.get("logentry") or {}).get("message") or event.get("message")
+    return f"{values[-1].get('type')}: {values[-1].get('value')!r} {message!r}"

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi_sentry._context import current_request
 from fastapi_sentry._filters import ExpectedErrorFilter
+from fastapi_sentry._graphql import filter_event_body
 from fastapi_sentry._scrubbing import Scrubber
 from fastapi_sentry._settings import SentrySettings
 from fastapi_sentry._state import STATE, remember_event_id
@@ -54,11 +55,13 @@ class EventPipeline:
             return None
         if self.on_error_kept is not None:
             self.on_error_kept(kept)
+        filter_event_body(kept)
         scrubbed = self.scrubber.scrub_event(kept)
         remember_event_id(scrubbed.get("event_id"))
         return scrubbed
 
     def before_send_transaction(self, event: Event, hint: Hint) -> Event | None:
+        filter_event_body(event)
         return self.scrubber.scrub_event(event)
 
     def before_breadcrumb(self, crumb: Event, hint: Hint) -> Event | None:

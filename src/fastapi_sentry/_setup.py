@@ -37,6 +37,13 @@ _OPTIONAL_INTEGRATIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         # one error on final failure, not one per retry; beat tasks become cron check-ins
         {"monitor_beat_tasks": True, "propagate_traces": True, "exclude_beat_tasks": None},
     ),
+    # the SDK's GraphQL integrations, completed (see _graphql); a FastAPI app executes async
+    (
+        "strawberry",
+        "fastapi_sentry._graphql.strawberry.StrawberryIntegration",
+        {"async_execution": True},
+    ),
+    ("ariadne", "fastapi_sentry._graphql.ariadne.AriadneIntegration", {}),
 )
 
 

@@ -171,8 +171,10 @@ class RequestContextMiddleware:
                 report_exception(exc, handled=False)
                 raise
             finally:
-                name, source = transaction_name(scope)
-                sentry_sdk.get_current_scope().set_transaction_name(name, source=source)
+                # a name given while the request ran (a GraphQL operation, the app) is kept
+                if transaction.source == "url":
+                    name, source = transaction_name(scope)
+                    sentry_sdk.get_current_scope().set_transaction_name(name, source=source)
 
     def _sender(
         self, send: Send, state: RequestState, transaction: Transaction | None
