@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from fastapi_sentry.inbox import InboxServer
-from tests.support.serve import serve
+from tests.support.server import serve
 from tests.test_inbox_web import _png_size_and_colours, browser, inbox
 
 # The same inbox and chromium as the first inbox tests (re-exported, so pytest finds them here).

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 import fastapi_sentry
 from tests.scrubbing.corpus import luhn_check_digit
 from tests.support.receiver import Receiver
-from tests.support.serve import serve
+from tests.support.server import serve
 
 
 def _b64url(data: dict[str, Any]) -> str:
