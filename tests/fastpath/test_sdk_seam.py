@@ -133,7 +133,11 @@ def test_fallback_logs_one_warning_and_uses_the_sdks_integrations() -> None:
 @pytest.mark.slow
 def test_install_and_request_path_tests_pass_on_the_fallback() -> None:
     """The install and request-path suites, run again with the lean path forced off."""
-    suites = ["tests/test_install.py", "tests/fastpath/test_request_path.py"]
+    suites = [
+        "tests/test_install.py",
+        "tests/fastpath/test_request_path.py",
+        "tests/test_graphql.py",
+    ]
     env = {**os.environ, "FASTAPI_SENTRY_TEST_FALLBACK": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *suites],

@@ -12,6 +12,9 @@ def forget_sentry() -> None:
     if client.is_active():
         client.close(timeout=2)
     sentry_sdk.get_global_scope().set_client(None)
-    sentry_sdk.get_isolation_scope().clear()
-    sentry_sdk.get_current_scope().clear()
+    for scope in (sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()):
+        scope.clear()
+        # clear() keeps event processors; sentry-sdk's GraphQL integrations add one to the
+        # isolation scope per operation run outside a request, and it would reach later tests
+        scope._event_processors.clear()
     _state.reset()
