@@ -36,7 +36,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -280,13 +279,6 @@ class _Receiver:
 # --- the runner -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _proc_status(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -349,6 +341,8 @@ def run_one(
     tools: dict[str, Any],
     profile: Path | None = None,
 ) -> dict[str, Any]:
+    from fastapi_sentry._cli.demo import _free_port  # the one helper, shared with the demo
+
     port = _free_port()
     log = tools["workdir"] / f"server-{config}.log"
     argv = [sys.executable, "-m", "uvicorn", "bench_overhead:create_bench_app", "--factory"]

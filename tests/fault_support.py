@@ -36,6 +36,7 @@ import sentry_sdk
 from fastapi import FastAPI
 
 from fastapi_sentry import install
+from tests.support.ports import free_port
 from tests.support.receiver import decompress, parse_envelope
 
 REPO = Path(__file__).resolve().parent.parent
@@ -273,12 +274,6 @@ def create_service_app() -> FastAPI:
 
     install(app)
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def memory_kb(pid: int, field: str = "VmRSS") -> int:

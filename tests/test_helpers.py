@@ -36,7 +36,7 @@ from fastapi_sentry._helpers import (
     track_slow_operation,
 )
 from fastapi_sentry._pipeline import latest_event_id, remember_sent_event
-from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
+from fastapi_sentry.testing import CapturedEnvelopes
 
 DSN = "http://publickey@127.0.0.1:9/42"
 
@@ -68,11 +68,10 @@ def loud_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[SwallowedLog]:
 
 
 @pytest.fixture
-def sent() -> Iterator[CapturedEnvelopes]:
+def sent(sentry_events: CapturedEnvelopes) -> CapturedEnvelopes:
     """A live client whose envelopes stay in memory (conftest resets the SDK afterwards)."""
-    with capture_envelopes() as captured:
-        sentry_sdk.init(dsn=DSN, traces_sample_rate=1.0, before_send=remember_sent_event)
-        yield captured
+    sentry_sdk.init(dsn=DSN, traces_sample_rate=1.0, before_send=remember_sent_event)
+    return sentry_events
 
 
 def only(items: list[dict[str, Any]]) -> dict[str, Any]:

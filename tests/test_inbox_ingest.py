@@ -8,9 +8,7 @@ import sqlite3
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,13 +18,7 @@ from sentry_sdk.crons import capture_checkin
 from sentry_sdk.integrations.logging import LoggingIntegration
 
 from fastapi_sentry.inbox import InboxServer
-from tests.inbox_support import auth_headers, envelope, error_event, init_sdk, running_inbox
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[InboxServer]:
-    with running_inbox(tmp_path) as server:
-        yield server
+from tests.inbox_support import auth_headers, envelope, error_event, init_sdk
 
 
 def _fail(value: int) -> None:
