@@ -181,6 +181,13 @@ class InboxProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def release(self) -> None:
+        """Close the pipes once the reader has seen the end of stdout (no leaked files)."""
+        self._reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
 
 @pytest.fixture
 def inbox_process(tmp_path: Path) -> Iterator[list[InboxProcess]]:
@@ -188,6 +195,7 @@ def inbox_process(tmp_path: Path) -> Iterator[list[InboxProcess]]:
     yield started
     for process in started:
         process.close()
+        process.release()
         for stream in (process.proc.stdout, process.proc.stderr):
             if stream is not None:
                 stream.close()
