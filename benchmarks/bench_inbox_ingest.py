@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import multiprocessing
@@ -192,7 +193,7 @@ def run_once(senders: int, seconds: float) -> dict[str, Any]:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        with sqlite3.connect(db) as conn:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
             stored = {row[0] for row in conn.execute("SELECT event_id FROM events")}
             issues = conn.execute("SELECT COUNT(*), SUM(count) FROM issues").fetchone()
     acked = result["acked"]
@@ -226,9 +227,14 @@ def main() -> None:
         "| server CPU µs/event | server peak RSS MiB | load avg |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    import result_file
+
+    load_before = result_file.machine()
+    rows = []
     failed = False
     for senders in args.senders:
         r = run_once(senders, args.seconds)
+        rows.append(r)
         print(
             f"| {r['senders']} | {r['seconds']:.1f} | {r['acked']} | {r['stored']} "
             f"| {r['missing']} | {r['errors']} | {r['rate']:.0f} | {r['p50_ms']:.1f} "
@@ -236,6 +242,12 @@ def main() -> None:
             flush=True,
         )
         failed |= r["missing"] > 0 or r["stored"] != r["acked"]
+    result_file.write(
+        "inbox-ingest",
+        {"by_senders": rows},
+        settings={"senders": args.senders, "seconds": args.seconds},
+        load_before=load_before,
+    )
     if failed:
         sys.exit("FAILED: some acknowledged events are not stored")
 

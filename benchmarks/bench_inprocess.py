@@ -203,6 +203,9 @@ def _peak_rss_mb(config: str, count: int, dsn: str) -> float:
 
 
 def _instruction_table(dsn: str, configs: list[str]) -> None:
+    import result_file  # the parent's only: the measured children must not load it
+
+    load_before = result_file.machine()
     per_request: dict[str, float] = {}
     sent: dict[str, float] = {}
     rss: dict[str, float] = {}
@@ -214,25 +217,41 @@ def _instruction_table(dsn: str, configs: list[str]) -> None:
         rss[name] = _peak_rss_mb(name, 2500, dsn)
         print(f"{name:16} {per_request[name]:12,.0f} instructions per request", flush=True)
     base = per_request.get("none")
-    print(
-        f"\n{'configuration':58} {'instr/req':>10} {'ratio':>6} {'vs SDK':>7} {'sent/req':>8}"
+    lines = [
+        f"{'configuration':58} {'instr/req':>10} {'ratio':>6} {'vs SDK':>7} {'sent/req':>8}"
         f" {'peak RSS MB':>11}"
-    )
+    ]
+    results: dict[str, dict[str, Any]] = {}
     for name in configs:
         twin = name.replace("install-", "sdk-")
         versus = ""
         if twin != name and twin in per_request:
             versus = f"{per_request[twin] / per_request[name]:6.2f}x"
         ratio = f"{base / per_request[name]:6.2f}" if base else ""
-        print(
+        lines.append(
             f"{CONFIGS[name]:58} {per_request[name]:10,.0f} {ratio:>6} {versus:>7} "
             f"{sent[name]:8.3f} {rss[name]:11.1f}"
         )
-    print(
+        results[name] = {
+            "label": CONFIGS[name],
+            "instructions_per_request": round(per_request[name]),
+            "ratio_to_no_sentry": round(base / per_request[name], 3) if base else None,
+            "times_bare_sdk": (round(per_request[twin] / per_request[name], 3) if versus else None),
+            "envelopes_sent_per_request": round(sent[name], 4),
+            "peak_rss_mb": round(rss[name], 1),
+        }
+    lines.append(
         "\nratio = instructions of 'no Sentry at all' / this configuration's (1.00 = free);"
         "\nsent/req = envelopes that reached the receiver per request (every sampled transaction"
         "\nis sent and counted: the queue is large and the child flushes before it exits);"
         "\npeak RSS MB = the same child's 2,500 requests run without valgrind"
+    )
+    result_file.write(
+        "inprocess-instructions",
+        results,
+        table="\n".join(lines),
+        settings={"requests": [500, 2500], "tool": "valgrind --tool=callgrind"},
+        load_before=load_before,
     )
 
 
@@ -333,6 +352,9 @@ def main() -> int:
             parser.error(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
         _instruction_table(dsn, chosen)
         return 0
+    import result_file  # the parent's only: the measured children must not load it
+
+    load_before = result_file.machine()
     results: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGS}
     for round_number in range(args.rounds):  # interleaved, so load hits every config alike
         for name in CONFIGS:
@@ -353,23 +375,40 @@ def main() -> int:
                 flush=True,
             )
     base = min(r["us_per_request"] for r in results["none"])
-    print(
-        f"\n{'configuration':58} {'best µs':>8} {'median':>7} {'ratio':>6} {'vs SDK':>7} "
+    lines = [
+        f"{'configuration':58} {'best µs':>8} {'median':>7} {'ratio':>6} {'vs SDK':>7} "
         f"{'RSS MB':>7}"
-    )
+    ]
     best = {name: min(r["us_per_request"] for r in results[name]) for name in CONFIGS}
+    figures: dict[str, dict[str, Any]] = {}
     for name, label in CONFIGS.items():
         median = statistics.median(r["us_per_request"] for r in results[name])
         rss = max(r["peak_rss_mb"] for r in results[name])
         twin = name.replace("install-", "sdk-")
         versus = f"{best[twin] / best[name]:6.2f}x" if twin != name and twin in best else ""
-        print(
+        lines.append(
             f"{label:58} {best[name]:8.1f} {median:7.1f} {base / best[name]:6.2f} "
             f"{versus:>7} {rss:7.1f}"
         )
-    print(
+        figures[name] = {
+            "label": label,
+            "best_us_per_request": round(best[name], 2),
+            "median_us_per_request": round(median, 2),
+            "ratio_to_no_sentry": round(base / best[name], 3),
+            "times_bare_sdk": round(best[twin] / best[name], 3) if versus else None,
+            "peak_rss_mb": round(rss, 1),
+            "rounds": results[name],
+        }
+    lines.append(
         "\nratio = requests per second relative to 'no Sentry at all' (1.00 = free), best rounds;"
         "\nvs SDK = how many times the bare SDK's time per request at the same tracing rate"
+    )
+    result_file.write(
+        "inprocess",
+        figures,
+        table="\n".join(lines),
+        settings={"requests": args.requests, "rounds": args.rounds},
+        load_before=load_before,
     )
     return 0
 

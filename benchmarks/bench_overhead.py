@@ -33,10 +33,8 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,7 +42,6 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -280,13 +277,6 @@ class _Receiver:
 # --- the runner -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _proc_status(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -349,6 +339,8 @@ def run_one(
     tools: dict[str, Any],
     profile: Path | None = None,
 ) -> dict[str, Any]:
+    from fastapi_sentry._cli.demo import _free_port  # the one helper, shared with the demo
+
     port = _free_port()
     log = tools["workdir"] / f"server-{config}.log"
     argv = [sys.executable, "-m", "uvicorn", "bench_overhead:create_bench_app", "--factory"]
@@ -640,7 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         "receiver": receiver,
         "token": issue_token({"sub": "1"}, JWT_SECRET, 24 * 3600),
     }
-    load_before = os.getloadavg()
+    import result_file  # here, not at the top: the bench app's own process never needs it
+
+    load_before = result_file.machine()
     started = time.monotonic()
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
@@ -680,38 +674,31 @@ def main(argv: list[str] | None = None) -> int:
     table = _table(results)
     print()
     print(table)
-    now = datetime.now(timezone.utc)
-    report = {
-        "date": now.isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
+    versions = _versions()
+    result_file.write(
+        "overhead",
+        {
+            "configs": CONFIGS,
+            "endpoints": ENDPOINTS,
+            "by_endpoint": results,
+            "ratios_rps": _ratios(results),
+            "all_runs": runs,
+            "envelopes_received": receiver.requests,
+            "wall_seconds": round(time.monotonic() - started, 1),
         },
-        "versions": _versions(),
-        "settings": {
+        table=table,
+        settings={
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "connections": args.connections,
             "rounds": args.rounds,
-            "load_generator": "wrk -t1 (duration-based; requests completed are reported)",
+            "load_generator": f"{versions['wrk']} -t1 (duration-based; completed requests count)",
             "server": "uvicorn, 1 worker, uvloop + httptools",
+            "versions": versions,
         },
-        "configs": CONFIGS,
-        "endpoints": ENDPOINTS,
-        "results": results,
-        "ratios_rps": _ratios(results),
-        "all_runs": runs,
-        "envelopes_received": receiver.requests,
-        "wall_seconds": round(time.monotonic() - started, 1),
-        "table": table,
-    }
-    out = args.out or RESULTS_DIR / f"overhead-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nraw results: {out}  ({report['wall_seconds']} s)")
+        load_before=load_before,
+        out=args.out,
+    )
     return 0
 
 

@@ -61,8 +61,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def corpus_table() -> None:
+def corpus_table() -> dict[str, dict[str, int]]:
     cases = build_corpus()
+    found: dict[str, dict[str, int]] = {}
     rows: list[tuple[str, Callable[[Event], Event]]] = [
         ("fastapi-sentry Scrubber", Scrubber().scrub_event),
         ("sentry-sdk EventScrubber()", sentry_event_scrubber(recursive=False)),
@@ -80,7 +81,14 @@ def corpus_table() -> None:
         left = f"{len(result.leaks)} / {result.secrets}"
         lost = f"{len(result.benign_lost)} / {len(BENIGN)}"
         print(f"| {name:<42} | {left:>14} | {lost:>18} |")
+        found[name] = {
+            "secrets_left": len(result.leaks),
+            "secrets": result.secrets,
+            "benign_lost": len(result.benign_lost),
+            "benign": len(BENIGN),
+        }
     print()
+    return found
 
 
 Run = Callable[[int], Callable[[], None]]
@@ -172,8 +180,9 @@ def scrubber_at(rev: str) -> type[Scrubber]:
     return before
 
 
-def speed_table(quick: bool, against: str | None) -> None:
+def speed_table(quick: bool, against: str | None) -> dict[str, dict[str, float]]:
     events = benchmark_events()
+    found: dict[str, dict[str, float]] = {}
     batches = 5 if quick else 9
     counts = {"small": 200, "typical": 30, "large": 8} if quick else {
         "small": 1000, "typical": 100, "large": 25}  # fmt: skip
@@ -227,7 +236,21 @@ def speed_table(quick: bool, against: str | None) -> None:
             cells += [f"{t['before cold'] / t_deep:>14.1f}x"]
         cells += [f"{a_ours:>7.0f} KB", f"{a_deep:>6.0f} KB", f"{peak_rss_mb():>5.0f} MB"]
         print("| " + " | ".join(cells) + " |")
+        found[name] = {
+            "size_kb": round(len(json.dumps(event)) / 1024, 1),
+            "ours_cold_us": round(t_cold, 1),
+            "ours_warm_us": round(t_warm, 1),
+            "event_scrubber_us": round(t_shallow, 1),
+            "event_scrubber_recursive_us": round(t_deep, 1),
+            "alloc_ours_kb": round(a_ours),
+            "alloc_recursive_kb": round(a_deep),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+        if before is not None:
+            found[name]["before_cold_us"] = round(t["before cold"], 1)
+            found[name]["before_warm_us"] = round(t["before warm"], 1)
     print()
+    return found
 
 
 def breakdown() -> None:
@@ -315,13 +338,22 @@ def main() -> None:
     if args.breakdown:
         breakdown()
         return
+    import result_file
+
+    load_before = result_file.machine()
     print(f"Python {sys.version.split()[0]}, sentry-sdk {_sdk_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"peak RSS after imports: {peak_rss_mb():.0f} MB\n")
     # speed first: the process's peak RSS only grows, and the corpus run holds 400 events
-    speed_table(args.quick, args.against)
+    speed = speed_table(args.quick, args.against)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    corpus_table()
+    corpus = corpus_table()
+    result_file.write(
+        "scrubbing",
+        {"microseconds_per_event": speed, "corpus": corpus},
+        settings={"quick": args.quick, "against": args.against},
+        load_before=load_before,
+    )
 
 
 def _sdk_version() -> str:

@@ -1,7 +1,9 @@
-"""Run every benchmark in turn (`make bench`, about 45 min): overhead, scrubbing, inbox ingest.
+"""Run every benchmark in turn (`make bench`, about an hour): overhead, faults, in-process,
+scrubbing, inbox ingest.
 
-Each prints its own table (speed beside peak RSS) and keeps its raw JSON where it says. They run one
-after another, never together: they measure the same two cores.
+Each prints its own table (speed beside peak RSS) and writes its result file under
+benchmarks/results/ through result_file.py. They run one after another, never together: they
+measure the same two cores.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     ["bench_overhead.py"],
+    ["bench_faults.py"],  # what a failing Sentry costs; the tests keep only the guarantees
     ["bench_inprocess.py"],
     ["bench_inprocess.py", "--instructions"],  # the README's figures for the request path
     ["bench_scrubbing.py"],

@@ -6,7 +6,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sentry_sdk
@@ -14,6 +14,9 @@ import sentry_sdk.utils
 
 from tests.support.receiver import Receiver
 from tests.support.sdk import forget_sentry
+
+if TYPE_CHECKING:
+    from fastapi_sentry.inbox import InboxServer
 
 #: Variables the settings read; a developer's own values must never leak into a test.
 SETTINGS_VARIABLES = ("ENVIRONMENT", "APP_VERSION", "VERSION", "HOSTNAME", "DEBUG")
@@ -65,6 +68,13 @@ def reset_sentry(request: pytest.FixtureRequest) -> Iterator[None]:
     if swallowed and request.node.get_closest_marker("sdk_errors_expected") is None:
         kinds = ", ".join(repr(info[1]) for info in swallowed)
         pytest.fail(f"sentry-sdk swallowed an internal error during the test: {kinds}")
+
+
+@pytest.fixture
+def inbox(sentry_inbox: InboxServer) -> InboxServer:
+    """The shipped `sentry_inbox` (fresh database, free port, client closed at teardown), under
+    the short name the inbox's own tests use."""
+    return sentry_inbox
 
 
 @pytest.fixture

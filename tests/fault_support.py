@@ -36,6 +36,7 @@ import sentry_sdk
 from fastapi import FastAPI
 
 from fastapi_sentry import install
+from tests.support.ports import free_port
 from tests.support.receiver import decompress, parse_envelope
 
 REPO = Path(__file__).resolve().parent.parent
@@ -271,14 +272,23 @@ def create_service_app() -> FastAPI:
     async def plain() -> dict[str, bool]:
         return {"ok": True}
 
+    @app.get("/flush")
+    def flush(timeout: float = 30.0) -> dict[str, bool]:
+        # sync, so it runs in the thread pool: it blocks until the SDK's queue is empty
+        sentry_sdk.flush(timeout=timeout)
+        return {"ok": True}
+
     install(app)
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def service_env(dsn: str, queue_size: int) -> dict[str, str]:
+    """The monitored service's settings: production, and a queue cap the tests can see."""
+    return {
+        "SENTRY_DSN": dsn,
+        "SENTRY_ENVIRONMENT": "production",
+        "SENTRY_TRANSPORT_QUEUE_SIZE": str(queue_size),
+    }
 
 
 def memory_kb(pid: int, field: str = "VmRSS") -> int:
@@ -304,7 +314,8 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def wait_until_answers(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def wait_until_answers(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    # generous: on a loaded shared machine the service's imports alone have taken 15 s
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -438,6 +449,8 @@ class LoadGenerator:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait(5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
     def __enter__(self) -> LoadGenerator:
         return self

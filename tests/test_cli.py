@@ -29,6 +29,7 @@ from fastapi_sentry._cli import main
 from fastapi_sentry._cli.check import CHECK_MESSAGE, CHECK_TAG
 from fastapi_sentry._settings import DSN_HELP
 from fastapi_sentry.inbox import InboxServer
+from tests.support.ports import free_port
 
 EVENT_ID = re.compile(r"^Event ID: ([0-9a-f]{32})$", re.MULTILINE)
 SECRET_KEY = "f00dfacef00dfacef00dfacef00dface"
@@ -96,12 +97,6 @@ class StatusServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def one_error_line(err: str) -> str:
@@ -186,6 +181,13 @@ class InboxProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def release(self) -> None:
+        """Close the pipes once the reader has seen the end of stdout (no leaked files)."""
+        self._reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
 
 @pytest.fixture
 def inbox_process(tmp_path: Path) -> Iterator[list[InboxProcess]]:
@@ -193,6 +195,7 @@ def inbox_process(tmp_path: Path) -> Iterator[list[InboxProcess]]:
     yield started
     for process in started:
         process.close()
+        process.release()
         for stream in (process.proc.stdout, process.proc.stderr):
             if stream is not None:
                 stream.close()

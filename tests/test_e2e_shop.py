@@ -30,12 +30,12 @@ from tests.e2e_support import (
     Process,
     celery_argv,
     child_env,
-    free_port,
     logs,
     uvicorn_argv,
     wait_http,
     wait_until,
 )
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 

@@ -36,7 +36,7 @@ from fastapi_sentry._helpers import (
     track_slow_operation,
 )
 from fastapi_sentry._pipeline import latest_event_id, remember_sent_event
-from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
+from fastapi_sentry.testing import CapturedEnvelopes
 
 DSN = "http://publickey@127.0.0.1:9/42"
 
@@ -68,11 +68,10 @@ def loud_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[SwallowedLog]:
 
 
 @pytest.fixture
-def sent() -> Iterator[CapturedEnvelopes]:
+def sent(sentry_events: CapturedEnvelopes) -> CapturedEnvelopes:
     """A live client whose envelopes stay in memory (conftest resets the SDK afterwards)."""
-    with capture_envelopes() as captured:
-        sentry_sdk.init(dsn=DSN, traces_sample_rate=1.0, before_send=remember_sent_event)
-        yield captured
+    sentry_sdk.init(dsn=DSN, traces_sample_rate=1.0, before_send=remember_sent_event)
+    return sentry_events
 
 
 def only(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -607,11 +606,18 @@ def test_helpers_inside_a_celery_task_on_a_real_worker(
         with operation("Scanner.fetch", audit_id=audit_id):
             raise ConnectionError("site unreachable")
 
+    @app.task(name="audit.done", shared=False)
+    def done() -> None:
+        sentry_sdk.capture_message("audit.done")
+
     try:
         with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
             scan.delay("a-1")
+            # the solo pool runs one task at a time: a third (duplicate) report of the scan's
+            # failure, made while the scan ends, is captured before the marker task starts
+            done.delay()
             wait_for_events(sent, errors=2, timeout=20)
-            time.sleep(0.3)  # a third (duplicate) report would arrive now
+            wait_until(lambda: "audit.done" in [m.get("message") for m in sent.messages], 20)
     finally:
         with redis.Redis.from_url(redis_url) as client:
             client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
@@ -630,4 +636,12 @@ def wait_for_events(sent: CapturedEnvelopes, *, errors: int, timeout: float) -> 
     while len(sent.errors) < errors:
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(sent.errors)} of {errors} error events within {timeout} s")
+        time.sleep(0.05)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s")
         time.sleep(0.05)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,12 +14,6 @@ from fastapi_sentry.inbox._server import _resolve_token
 from tests.inbox_support import auth_headers, error_event, init_sdk, running_inbox
 
 ISSUE_FIELDS = {"id", "title", "culprit", "level", "count", "userCount", "firstSeen", "lastSeen"}
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[InboxServer]:
-    with running_inbox(tmp_path) as server:
-        yield server
 
 
 def _fill(inbox: InboxServer) -> None:

@@ -23,7 +23,6 @@ from tests.inbox_support import (
     envelope,
     error_event,
     event_item,
-    running_inbox,
     snapshot,
 )
 
@@ -31,20 +30,19 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[InboxServer]:
-    """An inbox holding one event and a second project, so 'unchanged' means something."""
-    with running_inbox(tmp_path) as server:
-        assert server.project is not None
-        assert server.store is not None
-        server.store.create_project("other")
-        response = httpx.post(
-            f"{server.url}/api/{server.project.id}/envelope/",
-            content=error_event(value="already stored", user={"id": "u1"}),
-            headers=auth_headers(server.project.public_key),
-            timeout=10,
-        )
-        assert response.status_code == 200
-        yield server
+def inbox(inbox: InboxServer) -> InboxServer:
+    """The shared inbox, holding one event and a second project, so 'unchanged' means something."""
+    assert inbox.project is not None
+    assert inbox.store is not None
+    inbox.store.create_project("other")
+    response = httpx.post(
+        f"{inbox.url}/api/{inbox.project.id}/envelope/",
+        content=error_event(value="already stored", user={"id": "u1"}),
+        headers=auth_headers(inbox.project.public_key),
+        timeout=10,
+    )
+    assert response.status_code == 200
+    return inbox
 
 
 @dataclass

@@ -97,7 +97,8 @@ def test_parsing_fails_only_with_inbox_errors(body: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxServer]:
+def module_inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxServer]:
+    """Not the shared per-test inbox: hypothesis runs the test body many times per fixture."""
     with running_inbox(Path(tmp_path_factory.mktemp("fuzz"))) as server:
         yield server
 
@@ -116,21 +117,21 @@ def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxServer]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_fuzzed_requests_never_get_a_500_and_the_server_stays_up(
-    inbox: InboxServer, body: bytes, encoding: str, lie: bool, endpoint: str, auth: str
+    module_inbox: InboxServer, body: bytes, encoding: str, lie: bool, endpoint: str, auth: str
 ) -> None:
-    assert inbox.project is not None
+    assert module_inbox.project is not None
     sent = body if lie else encode(body, encoding)  # lie: header says compressed, body is not
-    key = {"good": inbox.project.public_key, "none": ""}.get(auth, auth)
+    key = {"good": module_inbox.project.public_key, "none": ""}.get(auth, auth)
     headers = {"Content-Encoding": encoding}
     if key:
         headers["X-Sentry-Auth"] = f"Sentry sentry_key={key}"
-    path = "/stream" if endpoint == "stream" else f"/api/{inbox.project.id}/{endpoint}/"
-    response = httpx.post(inbox.url + path, content=sent, headers=headers, timeout=10)
+    path = "/stream" if endpoint == "stream" else f"/api/{module_inbox.project.id}/{endpoint}/"
+    response = httpx.post(module_inbox.url + path, content=sent, headers=headers, timeout=10)
     assert response.status_code < 500, response.text
     if response.status_code != 200:
         assert response.json()["detail"]
     alive = httpx.post(
-        f"{inbox.url}/api/{inbox.project.id}/envelope/?sentry_key={inbox.project.public_key}",
+        f"{module_inbox.url}/api/{module_inbox.project.id}/envelope/?sentry_key={module_inbox.project.public_key}",
         content=error_event(),
         timeout=10,
     )

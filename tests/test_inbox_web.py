@@ -17,7 +17,7 @@ import pytest
 import sentry_sdk
 
 from fastapi_sentry.inbox import InboxServer
-from tests.inbox_support import auth_headers, envelope, event_item, init_sdk, running_inbox
+from tests.inbox_support import auth_headers, envelope, event_item, init_sdk
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,12 +30,6 @@ CHROMIUM_ARGS = [
 ]
 SCRIPT = "<script>window.__xss = 'script'</script>"
 IMG = "<img src=x onerror=\"window.__xss = 'img'\">"
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[InboxServer]:
-    with running_inbox(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

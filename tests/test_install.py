@@ -9,7 +9,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 import fastapi_sentry
-from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
+from fastapi_sentry.testing import CapturedEnvelopes
 from tests.support.receiver import Receiver
 
 DSN = "http://publickey@127.0.0.1:9/1"  # never contacted: capture replaces the transport
@@ -88,14 +87,8 @@ def make_app() -> FastAPI:
     return app
 
 
-@pytest.fixture
-def captured() -> Iterator[CapturedEnvelopes]:
-    with capture_envelopes() as sent:
-        yield sent
-
-
 def test_unhandled_error_is_reported_once_with_request_context(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
@@ -104,7 +97,7 @@ def test_unhandled_error_is_reported_once_with_request_context(
     assert response.status_code == 500
     request_id = response.headers["x-request-id"]
     assert len(request_id) == 32
-    (event,) = captured.errors
+    (event,) = sentry_events.errors
     assert event["exception"]["values"][-1]["type"] == "RuntimeError"
     assert event["tags"]["request_id"] == request_id
     assert event["tags"]["endpoint"] == "GET /orders/{order_id}"
@@ -112,18 +105,18 @@ def test_unhandled_error_is_reported_once_with_request_context(
     assert event["user"] == {"id": "u-42"}  # the email stays home: send_default_pii is off
 
 
-def test_user_email_is_sent_only_with_pii_on(captured: CapturedEnvelopes) -> None:
+def test_user_email_is_sent_only_with_pii_on(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, send_default_pii=True, traces_sample_rate=0.0)
     with TestClient(app, raise_server_exceptions=False) as client:
         client.get("/orders/0", headers={"x-test-user": "u-7"})
-    (event,) = captured.errors
+    (event,) = sentry_events.errors
     assert event["user"]["id"] == "u-7"
     assert event["user"]["email"] == "ann@example.com"
 
 
 def test_user_from_bearer_jwt_claims_without_keeping_the_token(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     app = FastAPI()
 
@@ -136,12 +129,12 @@ def test_user_from_bearer_jwt_claims_without_keeping_the_token(
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
     with TestClient(app, raise_server_exceptions=False) as client:
         client.get("/boom", headers={"Authorization": f"Bearer {token}"})
-    (event,) = captured.errors
+    (event,) = sentry_events.errors
     assert event["user"] == {"id": "user-99"}
     assert token not in json.dumps(event)
 
 
-def test_client_errors_are_not_reported_server_errors_are(captured: CapturedEnvelopes) -> None:
+def test_client_errors_are_not_reported_server_errors_are(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -149,14 +142,14 @@ def test_client_errors_are_not_reported_server_errors_are(captured: CapturedEnve
         assert client.get("/no-such-route").status_code == 404
         assert client.post("/orders", json={"sku": "A-1"}).status_code == 422
         assert client.get("/unavailable").status_code == 503
-    (event,) = captured.errors
+    (event,) = sentry_events.errors
     assert event["exception"]["values"][-1]["type"] == "HTTPException"
     assert event["tags"]["http.status_code"] == "503"
     assert event["tags"]["endpoint"] == "GET /unavailable"
 
 
 def test_reported_status_codes_and_exception_types_are_configurable(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     app = make_app()
     fastapi_sentry.install(
@@ -170,12 +163,12 @@ def test_reported_status_codes_and_exception_types_are_configurable(
         client.get("/missing")
         client.get("/unavailable")
         client.get("/expected")
-    (event,) = captured.errors
+    (event,) = sentry_events.errors
     assert event["tags"]["http.status_code"] == "404"
 
 
 def test_transactions_are_named_by_route_and_health_is_never_traced(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=1.0, mount_endpoints=False)
@@ -183,9 +176,9 @@ def test_transactions_are_named_by_route_and_health_is_never_traced(
         client.get("/health")
         client.get("/orders/5")
         client.get("/health")
-    names = [t["transaction"] for t in captured.transactions]
+    names = [t["transaction"] for t in sentry_events.transactions]
     assert names == ["/orders/{order_id}"]
-    assert captured.transactions[0]["tags"]["endpoint"] == "GET /orders/{order_id}"
+    assert sentry_events.transactions[0]["tags"]["endpoint"] == "GET /orders/{order_id}"
 
 
 def test_untraced_decision_is_made_in_the_sampler() -> None:
@@ -201,7 +194,7 @@ def test_untraced_decision_is_made_in_the_sampler() -> None:
     assert sampler({"asgi_scope": {"path": "/orders/1"}}) == 0.3
 
 
-def test_incoming_request_id_is_kept_when_sane(captured: CapturedEnvelopes) -> None:
+def test_incoming_request_id_is_kept_when_sane(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -209,13 +202,13 @@ def test_incoming_request_id_is_kept_when_sane(captured: CapturedEnvelopes) -> N
         replaced = client.get("/orders/0", headers={"X-Request-ID": "bad id <script>"})
     assert kept.headers["x-request-id"] == "req-123.abc"
     assert replaced.headers["x-request-id"] != "bad id <script>"
-    assert [e["tags"]["request_id"] for e in captured.errors] == [
+    assert [e["tags"]["request_id"] for e in sentry_events.errors] == [
         "req-123.abc",
         replaced.headers["x-request-id"],
     ]
 
 
-def test_install_twice_is_harmless(captured: CapturedEnvelopes) -> None:
+def test_install_twice_is_harmless(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     first = fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
     second = fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
@@ -224,23 +217,23 @@ def test_install_twice_is_harmless(captured: CapturedEnvelopes) -> None:
         response = client.get("/orders/0")
         assert client.get("/sentry/status").json()["enabled"] is True
     assert response.headers.get_list("x-request-id") == [response.headers["x-request-id"]]
-    assert len(captured.errors) == 1
+    assert len(sentry_events.errors) == 1
 
 
 def test_status_of_a_failed_response_is_recorded_on_the_scope(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.get("/after-response").status_code == 409
-    (event,) = captured.errors
+    (event,) = sentry_events.errors
     assert event["exception"]["values"][-1]["value"] == "background job failed"
     assert event["tags"]["http.status_code"] == "409"
     assert event["contexts"]["response"] == {"status_code": 409}
 
 
-def test_concurrent_requests_never_share_scope_data(captured: CapturedEnvelopes) -> None:
+def test_concurrent_requests_never_share_scope_data(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
 
@@ -254,13 +247,13 @@ def test_concurrent_requests_never_share_scope_data(captured: CapturedEnvelopes)
     responses = asyncio.run(drive())
     by_request_id = {r.headers["x-request-id"]: r for r in responses}
     assert len(by_request_id) == 40
-    assert len(captured.errors) == 40
-    for event in captured.errors:
+    assert len(sentry_events.errors) == 40
+    for event in sentry_events.errors:
         n = event["exception"]["values"][-1]["value"].rsplit(" ", 1)[1]
         assert event["user"] == {"id": f"user-{n}"}
         assert event["tags"]["request_id"] in by_request_id
         assert event["request"]["url"].endswith(f"/slow/{n}")
-    assert len({e["tags"]["request_id"] for e in captured.errors}) == 40
+    assert len({e["tags"]["request_id"] for e in sentry_events.errors}) == 40
 
 
 def test_lifespan_shutdown_flushes_what_is_queued() -> None:
@@ -275,7 +268,7 @@ def test_lifespan_shutdown_flushes_what_is_queued() -> None:
 
 
 def test_logging_errors_become_events_and_info_becomes_breadcrumbs(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     app = FastAPI()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
@@ -283,7 +276,7 @@ def test_logging_errors_become_events_and_info_becomes_breadcrumbs(
     log.setLevel(logging.INFO)
     log.info("loaded basket")
     log.error("payment provider said no")
-    (event,) = captured.events
+    (event,) = sentry_events.events
     assert event["logentry"]["message"] == "payment provider said no"
     assert [c["message"] for c in event["breadcrumbs"]["values"]] == ["loaded basket"]
 
@@ -347,7 +340,7 @@ def test_bad_settings_stop_install_with_one_line() -> None:
     )
 
 
-def test_the_apps_own_routes_are_matched_before_ours(captured: CapturedEnvelopes) -> None:
+def test_the_apps_own_routes_are_matched_before_ours(sentry_events: CapturedEnvelopes) -> None:
     app = FastAPI()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,13 +19,8 @@ import uvicorn
 from fastapi import FastAPI
 
 import fastapi_sentry
+from tests.support.ports import free_port
 from tests.support.receiver import Receiver
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerThread:

@@ -10,7 +10,6 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -31,7 +30,7 @@ from fastapi_sentry._fastpath import scope_fork as _scope_fork
 from fastapi_sentry._fastpath import sessions as _sessions
 from fastapi_sentry._fastpath.sampling import HeadOfTrace, HeadSampler
 from fastapi_sentry._setup import flush
-from fastapi_sentry.testing import CapturedEnvelopes, capture_envelopes
+from fastapi_sentry.testing import CapturedEnvelopes
 
 DSN = "http://publickey@127.0.0.1:9/1"  # never contacted: capture replaces the transport
 
@@ -66,12 +65,6 @@ def make_app() -> FastAPI:
         raise HTTPException(status_code=503, detail="try later")
 
     return app
-
-
-@pytest.fixture
-def captured() -> Iterator[CapturedEnvelopes]:
-    with capture_envelopes() as sent:
-        yield sent
 
 
 def call(app: Any, method: str, path: str, headers: dict[str, str] | None = None) -> int:
@@ -135,7 +128,7 @@ print(json.dumps(captured.errors))
 """
 
 
-def test_error_events_match_the_sdk_integration(captured: CapturedEnvelopes) -> None:
+def test_error_events_match_the_sdk_integration(sentry_events: CapturedEnvelopes) -> None:
     """The same failing request, once through sentry-sdk's own integration, once through ours."""
     # sentry-sdk sets integrations up once per process: its half runs in a fresh interpreter
     done = subprocess.run(
@@ -152,7 +145,7 @@ def test_error_events_match_the_sdk_integration(captured: CapturedEnvelopes) -> 
     fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         _failing_payment(client)
-    (ours,) = captured.errors
+    (ours,) = sentry_events.errors
 
     for field in ("url", "method", "data", "query_string"):
         assert ours["request"][field] == theirs["request"][field], field
@@ -198,7 +191,7 @@ def _count_transactions(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     [({"enable_tracing": False}, 0), ({"traces_sample_rate": 0.0}, 0)],
 )
 def test_untraced_requests_create_no_transaction(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
     monkeypatch: pytest.MonkeyPatch,
     options: dict[str, Any],
     expected: int,
@@ -210,11 +203,11 @@ def test_untraced_requests_create_no_transaction(
         for n in range(30):
             assert client.get(f"/orders/{n}").status_code == 200
     assert len(made) == expected
-    assert captured.transactions == []
+    assert sentry_events.transactions == []
 
 
 def test_sampled_requests_still_make_complete_transactions(
-    captured: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
+    sentry_events: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=1.0)
@@ -223,8 +216,8 @@ def test_sampled_requests_still_make_complete_transactions(
         for n in range(5):
             client.get(f"/orders/{n}")
     assert len(made) == 5
-    assert len(captured.transactions) == 5
-    transaction = captured.transactions[0]
+    assert len(sentry_events.transactions) == 5
+    transaction = sentry_events.transactions[0]
     assert transaction["transaction"] == "/orders/{order_id}"
     assert transaction["transaction_info"] == {"source": "route"}
     trace = transaction["contexts"]["trace"]
@@ -236,7 +229,7 @@ def test_sampled_requests_still_make_complete_transactions(
     assert transaction["tags"]["endpoint"] == "GET /orders/{order_id}"
 
 
-def test_head_sampling_agrees_with_the_sdk_decision(captured: CapturedEnvelopes) -> None:
+def test_head_sampling_agrees_with_the_sdk_decision(sentry_events: CapturedEnvelopes) -> None:
     """Our decision before a transaction exists == the SDK's when it starts one."""
     sentry_sdk.init(dsn=DSN, traces_sample_rate=0.3)
     sampler = HeadSampler()
@@ -264,7 +257,7 @@ def test_head_sampling_agrees_with_the_sdk_decision(captured: CapturedEnvelopes)
 
 
 def test_an_unsampled_head_tells_downstream_services_not_to_sample(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     sentry_sdk.init(dsn=DSN, traces_sample_rate=0.000001, release="shop@1")
     sampled, context = HeadSampler().decide({"type": "http", "path": "/x"}, None)
@@ -282,7 +275,7 @@ def test_an_unsampled_head_tells_downstream_services_not_to_sample(
     assert baggage["sentry-release"] == "shop@1"
 
 
-def test_an_incoming_trace_is_continued(captured: CapturedEnvelopes) -> None:
+def test_an_incoming_trace_is_continued(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.0)
     trace_id, parent = "a" * 32, "b" * 16
@@ -290,24 +283,24 @@ def test_an_incoming_trace_is_continued(captured: CapturedEnvelopes) -> None:
     assert call(app, "GET", "/orders/1", {"sentry-trace": f"{trace_id}-{parent}-1"}) == 200
     # the caller decided not to: no transaction, but the error joins the caller's trace
     assert call(app, "POST", "/orders/1/pay", {"sentry-trace": f"{trace_id}-{parent}-0"}) == 500
-    (transaction,) = captured.transactions
+    (transaction,) = sentry_events.transactions
     assert transaction["contexts"]["trace"]["trace_id"] == trace_id
     assert transaction["contexts"]["trace"]["parent_span_id"] == parent
-    (error,) = captured.errors
+    (error,) = sentry_events.errors
     assert error["contexts"]["trace"]["trace_id"] == trace_id
 
 
-def test_each_request_gets_its_own_trace_id(captured: CapturedEnvelopes) -> None:
+def test_each_request_gets_its_own_trace_id(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
     for _ in range(3):
         assert call(app, "POST", "/orders/1/pay") == 500
-    trace_ids = {event["contexts"]["trace"]["trace_id"] for event in captured.errors}
+    trace_ids = {event["contexts"]["trace"]["trace_id"] for event in sentry_events.errors}
     assert len(trace_ids) == 3
 
 
 @pytest.mark.lean_only
-def test_body_is_attached_only_when_the_app_read_it(captured: CapturedEnvelopes) -> None:
+def test_body_is_attached_only_when_the_app_read_it(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -315,7 +308,7 @@ def test_body_is_attached_only_when_the_app_read_it(captured: CapturedEnvelopes)
         client.post("/read-body", json={"was": "read"})
         client.post("/read-body", data={"form": "field"})
         client.post("/read-body", content=b"x" * 20_000, headers={"content-type": "text/plain"})
-    unread, json_body, form_body, too_big = captured.errors
+    unread, json_body, form_body, too_big = sentry_events.errors
     assert "data" not in unread["request"]
     assert json_body["request"]["data"] == {"was": "read"}
     assert form_body["request"]["data"] == {"form": "field"}
@@ -324,7 +317,7 @@ def test_body_is_attached_only_when_the_app_read_it(captured: CapturedEnvelopes)
     assert too_big["_meta"]["request"]["data"][""]["rem"][0][0] == "!config"
 
 
-def test_breadcrumbs_and_tags_stay_in_their_request(captured: CapturedEnvelopes) -> None:
+def test_breadcrumbs_and_tags_stay_in_their_request(sentry_events: CapturedEnvelopes) -> None:
     app = FastAPI()
 
     @app.get("/mark/{n}")
@@ -339,13 +332,13 @@ def test_breadcrumbs_and_tags_stay_in_their_request(captured: CapturedEnvelopes)
     with TestClient(app, raise_server_exceptions=False) as client:
         for n in range(4):
             client.get(f"/mark/{n}")
-    (event,) = captured.errors
+    (event,) = sentry_events.errors
     assert [c["message"] for c in event["breadcrumbs"]["values"]] == ["crumb 3"]
     assert event["tags"]["n"] == "3"
     assert "n" not in Scope.get_isolation_scope()._tags
 
 
-def test_release_health_counts_requests_per_outcome(captured: CapturedEnvelopes) -> None:
+def test_release_health_counts_requests_per_outcome(sentry_events: CapturedEnvelopes) -> None:
     app = make_app()
     fastapi_sentry.install(app, dsn=DSN, enable_tracing=False, release="shop@1")
     _sessions.reset()
@@ -355,7 +348,7 @@ def test_release_health_counts_requests_per_outcome(captured: CapturedEnvelopes)
         client.get("/unavailable")  # reported, handled: errored
         client.post("/orders/1/pay", json={"sku": "x", "quantity": 1})  # unhandled: crashed
     flush(2.0)
-    items = captured.items("sessions")  # one per minute boundary crossed, then the rest
+    items = sentry_events.items("sessions")  # one per minute boundary crossed, then the rest
     assert items
     assert all(item["attrs"]["release"] == "shop@1" for item in items)
     totals: dict[str, int] = {}
@@ -388,7 +381,7 @@ def test_fast_fork_copies_exactly_what_the_sdk_copies() -> None:
 
 
 def test_logs_sent_during_a_request_carry_the_request_attributes(
-    captured: CapturedEnvelopes,
+    sentry_events: CapturedEnvelopes,
 ) -> None:
     app = FastAPI()
 
@@ -400,14 +393,16 @@ def test_logs_sent_during_a_request_carry_the_request_attributes(
     with TestClient(app) as client:
         client.get("/log", headers={"user-agent": "log-test/1.0"})
     fastapi_sentry._setup.flush(2.0)
-    (record,) = [log for log in captured.logs if log["body"] == "stock is low"]
+    (record,) = [log for log in sentry_events.logs if log["body"] == "stock is low"]
     attributes = {name: value["value"] for name, value in record["attributes"].items()}
     assert attributes["user_agent.original"] == "log-test/1.0"
     assert attributes["sentry.is_localhost"] is False  # "testserver" is not a local host
 
 
 @pytest.mark.lean_only
-def test_the_user_from_starlettes_authentication_middleware(captured: CapturedEnvelopes) -> None:
+def test_the_user_from_starlettes_authentication_middleware(
+    sentry_events: CapturedEnvelopes,
+) -> None:
     from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
     from starlette.middleware.authentication import AuthenticationMiddleware
     from starlette.requests import HTTPConnection
@@ -430,6 +425,6 @@ def test_the_user_from_starlettes_authentication_middleware(captured: CapturedEn
     with TestClient(app, raise_server_exceptions=False) as client:
         client.get("/boom", headers={"x-user": "ann"})
         client.get("/boom")
-    named, anonymous = captured.errors
+    named, anonymous = sentry_events.errors
     assert named["user"] == {"username": "ann"}
     assert "user" not in anonymous

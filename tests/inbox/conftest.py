@@ -10,10 +10,11 @@ import httpx
 
 from fastapi_sentry.inbox import InboxServer
 from tests.support.server import serve
-from tests.test_inbox_web import _png_size_and_colours, browser, inbox
+from tests.test_inbox_web import _png_size_and_colours, browser
 
-# The same inbox and chromium as the first inbox tests (re-exported, so pytest finds them here).
-__all__ = ["browser", "inbox", "serve"]
+# The same chromium as the first inbox tests (re-exported, so pytest finds it here); `inbox`
+# comes from tests/conftest.py.
+__all__ = ["browser", "serve"]
 
 
 def api(inbox: InboxServer, path: str, status: int = 200, /, **params: str) -> Any:

@@ -3,15 +3,12 @@
 Why it exists: sentry-sdk's Starlette/FastAPI integration does its full work on every request —
 a new ASGI wrapper object, a transaction object even when tracing is off or the request is not
 sampled, trace ids (uuid4, a `Random` seeded per request), request-data extraction, a body read,
-transaction naming, session objects, `get_client()` about 20 times. Measured in-process on a
-trivial endpoint (benchmarks/bench_inprocess.py --instructions, CPU instructions per request,
-2026-11-23): no Sentry 331k; bare SDK with tracing off 911k, at traces 0.1 1.41M (every sampled
-transaction sent). An untraced request that succeeds needs almost none of that; events are rare
-and can do their own work. With this path instead: 387k with tracing off (0.85 of the bare
-app's throughput, 2.35x the bare SDK's), 662k at traces 0.1 (0.50, 2.1x), most of it recording
-and sending the sampled transactions. What is left with tracing off, about 57k (timeit of the
-pieces): the two scope forks ~1.9 µs, the response wrapper ~1.0 µs, three context variables
-~0.8 µs, the request id ~0.6 µs, request state, header scan and propagation context ~0.9 µs.
+transaction naming, session objects, `get_client()` about 20 times. An untraced request that
+succeeds needs almost none of that; events are rare and can do their own work. What each
+configuration costs per request, with this path and with the bare SDK, is measured by
+`benchmarks/bench_inprocess.py --instructions` (CPU instructions per request, repeatable on a
+shared machine) and kept in its result file under `benchmarks/results/`; the README's cost table
+cites it.
 
 So the SDK's Starlette and FastAPI integrations are disabled (`disabled_integrations`, see
 `_setup`) and this one ASGI middleware replaces them. Per request it:

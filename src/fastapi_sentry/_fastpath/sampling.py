@@ -73,7 +73,7 @@ class HeadSampler:
                 return rate >= 1.0, incoming
             return _sample_rand(incoming) < rate, incoming
         # A new trace: one cheap draw, six decimals like the SDK's, instead of the SDK's
-        # uuid4 plus a Random seeded from it (11 µs per request, measured).
+        # uuid4 plus a Random seeded from it, which every request would pay for.
         sample_rand = int(random.random() * 1_000_000) / 1_000_000
         sampled = sample_rand < rate
         return sampled, HeadOfTrace(sample_rand, rate, sampled)

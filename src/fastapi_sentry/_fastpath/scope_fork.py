@@ -1,9 +1,9 @@
-"""Forking sentry-sdk's scopes per request, for about half of what `Scope.fork()` costs.
+"""Forking sentry-sdk's scopes per request, cheaper than `Scope.fork()`.
 
 `Scope.fork()` goes through `copy.copy`, which copies the breadcrumb deque and deep-copies the
-feature flags through the `copy` module's dispatch: 1.9 µs per scope against 1.1 µs for this
-(timeit, this project's machine), two scopes per request. This is the same copy, attribute by
-attribute, without the dispatch, and without copying breadcrumbs a request starts without.
+feature flags through the `copy` module's dispatch, two scopes per request. This is the same copy,
+attribute by attribute, without the dispatch, and without copying breadcrumbs a request starts
+without (what that saves per request is part of `benchmarks/bench_inprocess.py --instructions`).
 
 It is used only while `Scope.__slots__` is exactly the set below; if a sentry-sdk release adds
 or renames a field, `fork()` falls back to the SDK's own copy, so nothing can be left shared.

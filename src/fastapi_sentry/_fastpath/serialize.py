@@ -3,16 +3,16 @@
 Why it exists: the SDK runs every event, transactions included, through `serialize()`, a
 general-purpose walk (cycle memo, path bookkeeping and databag checks per node) that turns any
 Python object into JSON-safe data. In a profile of a sampled trivial request it was the largest
-single cost: 43% of the request's CPU time (benchmarks/bench_inprocess.py, install() at traces
-1.0), about 3 µs per node on a 73-node transaction. The events this package produces are almost
-always plain already: dicts with string keys, lists, short strings, numbers, datetimes.
+single cost (`benchmarks/bench_inprocess.py --profile install-1.0` shows where the time goes).
+The events this package produces are almost always plain already: dicts with string keys,
+lists, short strings, numbers, datetimes.
 
 `serialize` here copies such an event in one tight walk, applying the only changes the SDK's
 serializer would make to it (datetimes to its timestamp format, tuples to lists). The moment it
 meets anything the SDK would change in another way — an object to repr, a string over
 `max_value_length`, a databag over the SDK's depth (5) or breadth (10) limits, an
 `AnnotatedValue`, a non-finite float, a cycle — it gives the whole event to the SDK's serializer
-instead. tests/test_fast_serialize.py checks, on generated events, that whatever this path
+instead. tests/fastpath/test_serialize.py checks, on generated events, that whatever this path
 accepts comes out equal to what the SDK's serializer makes of it.
 """
 

@@ -3,22 +3,23 @@
 The SDK honours 429 rate limits, but when the receiver refuses connections or answers 5xx it
 tries every event again: four connection attempts per event (urllib3 retries 3 times), an
 exception and its handling each time, all on a thread that shares the GIL with the service.
-Measured by the receiver-fault test: a refusing receiver raised the service's p99 to about 1.6x
-and its CPU per request to about 2x. After a failure, this transport stops trying for a while
-(1 s, doubling up to 60 s) and counts what it drops as lost, as the SDK does; the first success
-closes the breaker again. Events are lost either way while the receiver is down; the service
-no longer pays for the attempts.
+Without a breaker a refusing receiver costs the service latency and CPU on every event
+(`benchmarks/bench_faults.py` measures it, fault by fault). After a failure, this transport stops
+trying for a while (1 s, doubling up to 60 s) and counts what it drops as lost, as the SDK does;
+the first success closes the breaker again. Events are lost either way while the receiver is
+down; the service no longer pays for the attempts.
 
-Two cheaper sends, each one measured on a sampled request (see `benchmarks/bench_inprocess.py`):
+Two cheaper sends, each one measured on a sampled request (`benchmarks/bench_inprocess.py
+--instructions`, bare SDK at 1.0 with a DSN with and without a port; its result file has the
+figures):
 
 - sentry-sdk's stdlib integration means to leave the SDK's own requests alone, but its check
   (`is_sentry_url`) compares the connection's host with the DSN's host *and port*, so for a DSN
   with a port (this project's inbox, a self-hosted Sentry on a port) every envelope POST got a
-  span, a breadcrumb through `before_breadcrumb` and a parsed URL: about 216k instructions per
-  envelope (bench_inprocess, bare SDK at 1.0, DSN with and without a port). Our connections call
-  http.client's own `putrequest`, which the SDK's patch wraps.
-- Brotli quality 1 instead of the SDK's 4: 10 µs against 48 µs for a typical transaction
-  envelope (timeit), for a body about 13% larger.
+  span, a breadcrumb through `before_breadcrumb` and a parsed URL, all for nothing. Our
+  connections call http.client's own `putrequest`, which the SDK's patch wraps.
+- Brotli quality 1 instead of the SDK's 4: several times cheaper to compress a typical
+  transaction envelope, for a slightly larger body.
 """
 
 from __future__ import annotations
