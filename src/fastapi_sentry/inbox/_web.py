@@ -15,10 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastapi_sentry.inbox._alerts import AlertRules, list_firings
+from fastapi_sentry.inbox._alerts._history import shown_target
 from fastapi_sentry.inbox._auth import TOKEN_COOKIE, check_token
+from fastapi_sentry.inbox._csrf import form_token
 from fastapi_sentry.inbox._errors import InboxError, NotFoundError
 from fastapi_sentry.inbox._grouping import as_dict, as_list, as_str, exceptions, formatted_message
+from fastapi_sentry.inbox._monitor_schema import STATUSES
 from fastapi_sentry.inbox._store import InboxStore, Project, iso
+from fastapi_sentry.inbox._triage import split_status
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -57,6 +62,10 @@ def _html(template: str, status_code: int = 200, **context: Any) -> Response:
         media_type="text/html; charset=utf-8",
         headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
     )
+
+
+def error_page(error: InboxError) -> Response:
+    return _html("error.html", error.status_code, error=error, title="Error")
 
 
 def _pairs(value: Any) -> list[tuple[str, Any]]:
@@ -146,7 +155,9 @@ def _chart(histogram: list[tuple[float, int]]) -> dict[str, Any]:
     return {"bars": bars, "width": len(bars) * (width + 2), "bar_width": width}
 
 
-def web_routes(store: InboxStore, token: str | None) -> list[Route]:
+def web_routes(
+    store: InboxStore, token: str | None, rules: AlertRules | None = None
+) -> list[Route]:
     def project_from(request: Request) -> tuple[Project, list[Project]]:
         projects = store.list_projects() or [store.default_project()]
         wanted = request.query_params.get("project")
@@ -162,7 +173,7 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
             set_cookie = check_token(request, token)
             response = render(request, name)
         except InboxError as e:
-            return _html("error.html", e.status_code, error=e, title="Error")
+            return error_page(e)
         if set_cookie and token is not None:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
@@ -172,10 +183,10 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
         common: dict[str, Any] = {"project": project, "projects": projects, "section": name}
         if name == "issues":
             params = request.query_params
-            filters = {
-                key: params.get(key) or None for key in ("environment", "release", "level", "query")
-            }
-            issues = store.list_issues(project.id, limit=500, **filters)
+            filters = {key: params.get(key) or None for key in ("environment", "release", "level")}
+            status, text = split_status(params.get("query"))
+            issues = store.list_issues(project.id, limit=500, query=text, status=status, **filters)
+            filters["query"] = params.get("query", f"is:{status}") or None
             return _html(
                 "issues.html",
                 issues=issues,
@@ -195,6 +206,8 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
                 issue=issue,
                 event=event_view(event or {}),
                 chart=_chart(store.issue_histogram(int(issue["id"]))),
+                csrf=form_token(),
+                statuses=STATUSES,
                 title=issue["title"],
                 **common,
             )
@@ -203,6 +216,16 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
                 "performance.html",
                 rows=store.performance(project.id),
                 title="Performance",
+                **common,
+            )
+        if name == "alerts":
+            return _html(
+                "alerts.html",
+                rules=[(rule, [shown_target(t) for t in rule.notify]) for rule in rules.rules]
+                if rules
+                else [],
+                firings=list_firings(store, project.id),
+                title="Alerts",
                 **common,
             )
         return _html("crons.html", rows=store.check_ins(project.id), title="Crons", **common)
@@ -218,4 +241,5 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
         route("/issues/{issue_id}/", "issue"),
         route("/performance/", "performance"),
         route("/crons/", "crons"),
+        route("/alerts/", "alerts"),
     ]

@@ -1,0 +1,90 @@
+"""The tables and columns the monitor (triage, alerts, retention) adds to an inbox database.
+
+Additive and idempotent: run on every open, it adds what an older database lacks and leaves
+existing rows as they were (an issue stored before triage existed is ``unresolved``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: Sentry's issue statuses; ``ignored`` is what Sentry's UI calls "archived" or "muted".
+STATUSES = ("unresolved", "resolved", "ignored")
+
+_ISSUE_COLUMNS = (
+    ("status", "TEXT NOT NULL DEFAULT 'unresolved'"),
+    ("regressed", "INTEGER NOT NULL DEFAULT 0"),
+    ("first_release", "TEXT"),
+    ("last_release", "TEXT"),
+    ("status_changed", "REAL"),
+)
+
+_TABLES = """
+CREATE INDEX IF NOT EXISTS issues_status ON issues (project_id, status, last_seen);
+CREATE TABLE IF NOT EXISTS issue_activity (
+    id INTEGER PRIMARY KEY,
+    issue_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS issue_activity_issue ON issue_activity (issue_id, id);
+CREATE TABLE IF NOT EXISTS alert_firings (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    issue_id INTEGER,
+    count INTEGER NOT NULL,
+    fired REAL NOT NULL,
+    url TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_firings_project ON alert_firings (project_id, id);
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    id INTEGER PRIMARY KEY,
+    firing_id INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_firing ON alert_deliveries (firing_id);
+CREATE INDEX IF NOT EXISTS spans_event_row ON spans (event_row);
+"""
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an inbox database up to the monitor's schema (safe to run again)."""
+    existing = {row[1] for row in conn.execute("PRAGMA table_info(issues)")}
+    added = set()
+    for name, definition in _ISSUE_COLUMNS:
+        if name not in existing:
+            conn.execute(f"ALTER TABLE issues ADD COLUMN {name} {definition}")
+            added.add(name)
+    if "first_release" in added:
+        # Issues stored before the columns existed: their releases are in issue_tags.
+        conn.execute(
+            "UPDATE issues SET "
+            "first_release = (SELECT value FROM issue_tags t WHERE t.issue_id = issues.id "
+            "AND t.key = 'release' ORDER BY t.first_seen LIMIT 1), "
+            "last_release = (SELECT value FROM issue_tags t WHERE t.issue_id = issues.id "
+            "AND t.key = 'release' ORDER BY t.last_seen DESC LIMIT 1)"
+        )
+    conn.executescript(_TABLES)
+
+
+def record_activity(conn: sqlite3.Connection, issue_id: int, kind: str, at: float) -> None:
+    """Append to an issue's activity log (status changes, regressions), which alerts read."""
+    conn.execute(
+        "INSERT INTO issue_activity (issue_id, kind, at) VALUES (?, ?, ?)", (issue_id, kind, at)
+    )
+
+
+def regress(conn: sqlite3.Connection, issue_id: int, at: float) -> None:
+    """A resolved issue got a new event: it is unresolved again and marked regressed."""
+    conn.execute(
+        "UPDATE issues SET status = 'unresolved', regressed = 1, status_changed = ? WHERE id = ?",
+        (at, issue_id),
+    )
+    record_activity(conn, issue_id, "regression", at)
