@@ -231,6 +231,8 @@ def _smtp(source: str, table: object) -> Smtp:
     if not isinstance(table, dict):
         raise AlertRulesError(f"{source}: [smtp] must be a table with host, port and from")
     reader = _Reader(source, "[smtp]", table)
+    if "password" in table:
+        raise reader.fail("password", "is not read from the file; use password_env")
     known = {"host", "port", "from", "starttls", "username", "password_env"}
     for key in table:
         if key not in known:
@@ -240,8 +242,6 @@ def _smtp(source: str, table: object) -> Smtp:
     host = reader.text("host")
     if host is None:
         raise reader.fail("host", "is missing; add host = 'smtp.example.com'")
-    if "password" in table:
-        raise reader.fail("password", "is not read from the file; use password_env")
     sender = reader.text("from", "fastapi-sentry-inbox@localhost") or ""
     if not _EMAIL.fullmatch(sender):
         raise reader.fail("from", f"{sender!r} is not an e-mail address")
