@@ -270,3 +270,20 @@ def test_notifications_never_carry_the_dsn_key_or_the_token(tmp_path: Path) -> N
         ).json()
         assert key not in str(firings)
         assert "secret-path" not in str(firings)  # a webhook's path is its secret
+
+
+def test_an_ignored_issue_pages_nobody_until_it_is_unresolved(tmp_path: Path) -> None:
+    rules = _rule("hot-issue", "event_count", "{url}", count=3, window="10m", per_issue=True)
+    with Webhook() as hook, alerting_inbox(tmp_path, rules.format(url=hook.url)) as inbox:
+        post_events(inbox, 1, message="known noise")
+        issue_id = inbox.issues()[0]["id"]
+        url = f"{inbox.url}/api/0/issues/{issue_id}/"
+        assert httpx.put(url, json={"status": "ignored"}, timeout=10).is_success
+        post_events(inbox, 10, message="known noise")
+        engine(inbox).settle()
+        assert hook.bodies == []
+        assert httpx.put(url, json={"status": "unresolved"}, timeout=10).is_success
+        post_events(inbox, 10, message="known noise")
+        engine(inbox).settle()
+        assert len(hook.bodies) == 1
+        assert hook.bodies[0]["issue_id"] == issue_id

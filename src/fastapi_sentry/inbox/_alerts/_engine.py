@@ -56,6 +56,7 @@ class _Event:
     status: str | None
     duration_ms: float | None
     extra: str | None  # the user key of an error, the monitor_config of a check-in
+    muted: int  # the event's issue is ignored: Sentry's muted issues page nobody
 
 
 @dataclass
@@ -195,8 +196,9 @@ class AlertEngine:
         user = _USER if self._wants_users else "NULL"
         sql = (
             "SELECT e.id, e.project_id, e.type, e.issue_id, e.received, e.environment, e.level, "  # noqa: S608 - constant fragments
-            f"e.name, e.status, e.duration_ms, coalesce({user}, {_MONITOR_CONFIG}) "
-            "FROM events e WHERE e.id > ? ORDER BY e.id LIMIT ?"
+            f"e.name, e.status, e.duration_ms, coalesce({user}, {_MONITOR_CONFIG}), "
+            "e.issue_id IS NOT NULL AND (SELECT status FROM issues i WHERE i.id = e.issue_id) "
+            "= 'ignored' FROM events e WHERE e.id > ? ORDER BY e.id LIMIT ?"
         )
         rows = conn.execute(sql, (self._cursor, _BATCH)).fetchall()
         return [_Event(*row) for row in rows]
@@ -226,7 +228,7 @@ class AlertEngine:
 
     def _observe(self, event: _Event) -> None:
         state = self._state
-        if event.type in ("error", "default") and event.issue_id is not None:
+        if event.type in ("error", "default") and event.issue_id is not None and not event.muted:
             issue = event.issue_id
             new = issue >= self._first_new_issue
             if new:
