@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from fastapi_sentry.inbox._alerts import AlertRules, list_firings
 from fastapi_sentry.inbox._alerts._history import shown_target
+from fastapi_sentry.inbox._alerts._rules import duration_text
 from fastapi_sentry.inbox._auth import TOKEN_COOKIE, check_token
 from fastapi_sentry.inbox._csrf import form_token
 from fastapi_sentry.inbox._errors import InboxError, NotFoundError
@@ -52,6 +53,7 @@ def _ts(value: Any) -> str:
 
 _env.filters["show"] = _show
 _env.filters["ts"] = _ts
+_env.filters["duration"] = duration_text
 
 
 def _html(template: str, status_code: int = 200, **context: Any) -> Response:

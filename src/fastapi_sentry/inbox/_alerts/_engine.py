@@ -21,7 +21,7 @@ from typing import Any
 from fastapi_sentry.inbox._alerts._cron import next_expected
 from fastapi_sentry.inbox._alerts._delivery import Deliverer
 from fastapi_sentry.inbox._alerts._history import Firing, record_firing, update_delivery
-from fastapi_sentry.inbox._alerts._rules import LEVELS, AlertRules, Rule
+from fastapi_sentry.inbox._alerts._rules import LEVELS, AlertRules, Rule, duration_text
 from fastapi_sentry.inbox._alerts._windows import CountWindow, DistinctWindow, DurationWindow
 from fastapi_sentry.inbox._store import InboxStore, iso, percentile
 
@@ -341,7 +341,7 @@ class AlertEngine:
         for key, window in list(state.counts.items()):
             rule, count = rules[key[0]], window.count(now)
             if self._episode(key, count > rule.count):
-                span = _window_text(rule.window)
+                span = duration_text(rule.window)
                 if rule.per_issue:
                     self._fire_issue(rule, key[2], f"{count} events in {span}", count)
                 else:
@@ -352,7 +352,7 @@ class AlertEngine:
         for key, users in list(state.users.items()):
             rule, count = rules[key[0]], users.count(now)
             if self._episode(key, count > rule.count):
-                span = _window_text(rule.window)
+                span = duration_text(rule.window)
                 self._fire_issue(rule, key[2], f"{count} users affected in {span}", count)
             if count == 0:
                 del state.users[key]
@@ -361,7 +361,7 @@ class AlertEngine:
             p95 = percentile(values, 0.95)
             if self._episode((name, project_id, 0), bool(values) and p95 > rule.threshold_ms):
                 title = (
-                    f"p95 of {rule.transaction} is {p95:.0f} ms over {_window_text(rule.window)} "
+                    f"p95 of {rule.transaction} is {p95:.0f} ms over {duration_text(rule.window)} "
                     f"(threshold {rule.threshold_ms:g} ms, {len(values)} transactions)"
                 )
                 self._fire(rule, project_id, title, len(values), "/performance/")
@@ -421,10 +421,3 @@ class AlertEngine:
             update_delivery(self.store, delivery_id, status, attempts, error)
         except RuntimeError:  # the inbox is stopping: its store is closed
             logger.info("Alert delivery %d: %s after %d attempt(s)", delivery_id, status, attempts)
-
-
-def _window_text(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

@@ -113,6 +113,14 @@ def parse_duration(value: object) -> float | None:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def duration_text(seconds: float) -> str:
+    """Seconds as the rules file writes them: 3600 → ``"1h"``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
 class _Reader:
     """Validates one table, raising with the file, the rule and the field in the message."""
 
