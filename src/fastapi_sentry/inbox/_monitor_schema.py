@@ -56,6 +56,9 @@ CREATE INDEX IF NOT EXISTS spans_event_row ON spans (event_row);
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring an inbox database up to the monitor's schema (safe to run again)."""
+    # users_affected rules read who an event affected without loading the event's JSON
+    if "user_key" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
+        conn.execute("ALTER TABLE events ADD COLUMN user_key TEXT")
     existing = {row[1] for row in conn.execute("PRAGMA table_info(issues)")}
     added = set()
     for name, definition in _ISSUE_COLUMNS:

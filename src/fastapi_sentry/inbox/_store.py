@@ -705,8 +705,8 @@ def _insert_records(
                 conn.execute(_TAG_UPSERT[len(tags)], [field for tag in tags for field in tag])
         cur = conn.execute(
             "INSERT INTO events (project_id, type, event_id, issue_id, received, timestamp, "
-            "environment, release, level, name, status, duration_ms, data, raw) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "environment, release, level, name, status, duration_ms, data, raw, user_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 project_id,
                 record.type,
@@ -722,6 +722,7 @@ def _insert_records(
                 record.duration_ms,
                 record.data,
                 record.raw,
+                record.user_key,
             ),
         )
         if record.spans:

@@ -29,13 +29,6 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 2000
 _RANK = {level: rank for rank, level in enumerate(LEVELS)}
-_USER = (
-    "CASE WHEN e.type IN ('error', 'default') AND json_valid(e.data) THEN coalesce("
-    "'id:' || json_extract(e.data, '$.user.id'), "
-    "'username:' || json_extract(e.data, '$.user.username'), "
-    "'email:' || json_extract(e.data, '$.user.email'), "
-    "'ip_address:' || json_extract(e.data, '$.user.ip_address')) END"
-)
 _MONITOR_CONFIG = (
     "CASE WHEN e.type = 'check_in' AND json_valid(e.data) "
     "THEN json_extract(e.data, '$.monitor_config') END"
@@ -105,7 +98,6 @@ class AlertEngine:
         self.poll_interval = poll_interval
         self._secrets = [s for s in secrets if s]
         self._secrets_now = list(self._secrets)
-        self._wants_users = any(r.kind == "users_affected" for r in rules.rules)
         self.deliverer = Deliverer(rules.delivery, rules.smtp, self._report)
         self._state = _State()
         self._projects: dict[int, str] = {}
@@ -193,10 +185,9 @@ class AlertEngine:
         self._check_thresholds(self.clock())
 
     def _read_events(self, conn: sqlite3.Connection) -> list[_Event]:
-        user = _USER if self._wants_users else "NULL"
         sql = (
             "SELECT e.id, e.project_id, e.type, e.issue_id, e.received, e.environment, e.level, "  # noqa: S608 - constant fragments
-            f"e.name, e.status, e.duration_ms, coalesce({user}, {_MONITOR_CONFIG}), "
+            f"e.name, e.status, e.duration_ms, coalesce(e.user_key, {_MONITOR_CONFIG}), "
             "e.issue_id IS NOT NULL AND (SELECT status FROM issues i WHERE i.id = e.issue_id) "
             "= 'ignored' FROM events e WHERE e.id > ? ORDER BY e.id LIMIT ?"
         )
