@@ -6,6 +6,12 @@ shaped error event each, unique event ids) as fast as the answers come back. At 
 file is opened directly: stored events must equal acknowledged ones, id for id.
 
     .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --seconds 10
+    .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --rules both
+
+``--rules with`` starts the inbox with five alert rules (new issue, an event count, users affected,
+a p95 and a failed cron) whose webhook hangs: it accepts connections and never answers, so every
+delivery runs into its timeout while ingest goes on. ``--rules both`` measures without and with.
+Each run's figures go to ``benchmarks/results/inbox-ingest-<time>.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import gzip
 import json
 import multiprocessing
 import os
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -33,8 +40,58 @@ from fastapi_sentry.inbox import serve
 def ready(info):
     print(json.dumps({"url": info.url, "key": info.project.public_key, "id": info.project.id}),
           flush=True)
-serve(host="127.0.0.1", port=0, db_path=sys.argv[1], token=None, on_ready=ready)
+serve(host="127.0.0.1", port=0, db_path=sys.argv[1], token=None, on_ready=ready,
+      alerts=sys.argv[2] or None, max_events=int(sys.argv[3]) or None)
 """
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+#: Five rules, all notifying a webhook that never answers.
+RULES = """
+[delivery]
+timeout = "10s"
+attempts = 3
+backoff = "1s"
+
+[[rule]]
+name = "new-error"
+when = "new_issue"
+notify = ["{url}"]
+
+[[rule]]
+name = "error-rate"
+when = "event_count"
+count = 10
+window = "1m"
+notify = ["{url}"]
+
+[[rule]]
+name = "users-affected"
+when = "users_affected"
+count = 100
+window = "1h"
+notify = ["{url}"]
+
+[[rule]]
+name = "slow-api"
+when = "p95"
+transaction = "GET /*"
+threshold_ms = 2000
+window = "5m"
+notify = ["{url}"]
+
+[[rule]]
+name = "cron-failed"
+when = "cron_failed"
+notify = ["{url}"]
+"""
+
+
+def hanging_target() -> tuple[socket.socket, str]:
+    """A listening socket that never accepts: connections complete, requests are never answered."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
 
 
 def make_event(number: int) -> dict[str, Any]:
@@ -99,6 +156,27 @@ def make_body(number: int) -> tuple[str, bytes]:
     return event["event_id"], gzip.compress(envelope, compresslevel=6)
 
 
+def request_head(project: int, key: str) -> bytes:
+    """An envelope POST's head, with ``%d`` where the body's length goes."""
+    return (
+        f"POST /api/{project}/envelope/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-sentry-envelope\r\nContent-Encoding: gzip\r\n"
+        f"X-Sentry-Auth: Sentry sentry_key={key}, sentry_version=7\r\n"
+        "Content-Length: %d\r\n\r\n"
+    ).encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """Read one HTTP response off a keep-alive connection; returns its status line."""
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status_line
+
+
 async def _sender(
     port: int,
     request_head: bytes,
@@ -115,12 +193,7 @@ async def _sender(
                 break
             started = time.monotonic()
             writer.write(request_head % len(body) + body)
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
+            status_line = await read_response(reader)
             if status_line.split()[1] == b"200":
                 acked.append(event_id)
                 latencies.append(time.monotonic() - started)
@@ -134,12 +207,7 @@ def load(port: int, project: int, key: str, senders: int, seconds: float, out: A
     """The load generator process: builds every body first, then sends for `seconds`."""
     per_sender = int(seconds * 6000 / senders) + 200  # more than any sender can use
     bodies = [[make_body(s * per_sender + i) for i in range(per_sender)] for s in range(senders)]
-    head = (
-        f"POST /api/{project}/envelope/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        "Content-Type: application/x-sentry-envelope\r\nContent-Encoding: gzip\r\n"
-        f"X-Sentry-Auth: Sentry sentry_key={key}, sentry_version=7\r\n"
-        "Content-Length: %d\r\n\r\n"
-    ).encode()
+    head = request_head(project, key)
     acked: list[str] = []
     latencies: list[float] = []
     errors: list[str] = []
@@ -170,12 +238,23 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_once(senders: int, seconds: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+def start_server(db: str, rules: str = "", max_events: int = 0) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", SERVER, db, rules, str(max_events)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_once(senders: int, seconds: float, with_rules: bool = False) -> dict[str, Any]:
+    target, url = hanging_target()
+    with tempfile.TemporaryDirectory() as tmp, target:
         db = os.path.join(tmp, "inbox.db")
-        server = subprocess.Popen(
-            [sys.executable, "-c", SERVER, db], stdout=subprocess.PIPE, text=True
-        )
+        rules = ""
+        if with_rules:
+            rules = os.path.join(tmp, "alerts.toml")
+            Path(rules).write_text(RULES.format(url=url))
+        server = start_server(db, rules)
         try:
             assert server.stdout is not None
             info = json.loads(server.stdout.readline())
@@ -200,6 +279,7 @@ def run_once(senders: int, seconds: float) -> dict[str, Any]:
     missing = [event_id for event_id in acked if event_id not in stored]
     lat = sorted(result["latencies"]) or [0.0]
     return {
+        "rules": 5 if with_rules else 0,
         "senders": senders,
         "seconds": result["elapsed"],
         "acked": len(acked),
@@ -220,32 +300,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--senders", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--rules",
+        choices=("without", "with", "both"),
+        default="without",
+        help="run with five alert rules whose webhook hangs (default: without rules)",
+    )
     args = parser.parse_args()
     print(f"inbox ingest, gzip envelopes (one error event each), {os.cpu_count()} CPUs")
     print(
-        "| senders | seconds | acked | stored | missing | non-200 | events/s | p50 ms | p99 ms "
-        "| server CPU µs/event | server peak RSS MiB | load avg |"
+        "| rules | senders | seconds | acked | stored | missing | non-200 | events/s | p50 ms "
+        "| p99 ms | server CPU µs/event | server peak RSS MiB | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     import result_file
 
     load_before = result_file.machine()
-    rows = []
     failed = False
+    modes = {"without": [False], "with": [True], "both": [False, True]}[args.rules]
+    rows = []
     for senders in args.senders:
-        r = run_once(senders, args.seconds)
-        rows.append(r)
-        print(
-            f"| {r['senders']} | {r['seconds']:.1f} | {r['acked']} | {r['stored']} "
-            f"| {r['missing']} | {r['errors']} | {r['rate']:.0f} | {r['p50_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['cpu_us']:.0f} | {r['rss']:.0f} | {r['load']:.1f} |",
-            flush=True,
-        )
-        failed |= r["missing"] > 0 or r["stored"] != r["acked"]
+        for with_rules in modes:
+            r = run_once(senders, args.seconds, with_rules)
+            rows.append(r)
+            print(
+                f"| {r['rules']} | {r['senders']} | {r['seconds']:.1f} | {r['acked']} "
+                f"| {r['stored']} | {r['missing']} | {r['errors']} | {r['rate']:.0f} "
+                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_us']:.0f} | {r['rss']:.0f} "
+                f"| {r['load']:.1f} |",
+                flush=True,
+            )
+            failed |= r["missing"] > 0 or r["stored"] != r["acked"]
     result_file.write(
         "inbox-ingest",
         {"by_senders": rows},
-        settings={"senders": args.senders, "seconds": args.seconds},
+        settings={"senders": args.senders, "seconds": args.seconds, "rules": args.rules},
         load_before=load_before,
     )
     if failed:

@@ -33,7 +33,7 @@ def page(inbox: InboxServer, path: str, status: int = 200) -> str:
 
 
 def set_status(inbox: InboxServer, issue_id: str, status: str) -> None:
-    """Issue 13 owns triage; these tests set the column the ``is:`` search reads directly."""
+    """Set the column the ``is:`` search reads directly (triage has its own tests)."""
     with contextlib.closing(sqlite3.connect(inbox.db_path)) as conn:
         conn.execute("UPDATE issues SET status = ? WHERE id = ?", (status, int(issue_id)))
         conn.commit()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from fastapi_sentry._cli._output import EXIT_OK, error, port, say
+from fastapi_sentry._cli._output import EXIT_OK, EXIT_USAGE, error, port, say
 
 if TYPE_CHECKING:
     from fastapi_sentry.inbox import InboxInfo, Project
@@ -19,6 +19,7 @@ DEFAULT_INBOX_HOST = "127.0.0.1"
 DEFAULT_INBOX_PORT = 8969
 DEFAULT_INBOX_DB = ".fastapi-sentry/inbox.sqlite3"
 INBOX_TOKEN_VARIABLE = "FASTAPI_SENTRY_INBOX_TOKEN"
+INBOX_ALERTS_VARIABLE = "FASTAPI_SENTRY_INBOX_ALERTS"
 INBOX_EXTRA_HINT = "install it with: pip install 'fastapi-sentry[inbox]'"
 
 
@@ -63,7 +64,38 @@ def add_parser(commands: Any) -> None:
         default=os.environ.get(INBOX_TOKEN_VARIABLE) or None,
         help=f"token that protects the pages and API (default: ${INBOX_TOKEN_VARIABLE})",
     )
+    inbox.add_argument(
+        "--alerts",
+        metavar="FILE",
+        default=os.environ.get(INBOX_ALERTS_VARIABLE) or None,
+        help=f"TOML file of alert rules, checked at start (default: ${INBOX_ALERTS_VARIABLE})",
+    )
+    inbox.add_argument(
+        "--max-events",
+        type=_positive(int),
+        metavar="N",
+        help="keep at most N events per project, deleting the oldest (default: no limit)",
+    )
+    inbox.add_argument(
+        "--max-age",
+        type=_positive(float),
+        metavar="DAYS",
+        help="delete events older than DAYS days (default: keep them)",
+    )
     inbox.set_defaults(parser=inbox, run=run)
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
+        return number
+
+    return parse
 
 
 def _inbox_url(host: str, port: int) -> str:
@@ -91,8 +123,15 @@ def run(args: argparse.Namespace) -> int:
         parser.error(f"{args.action} prints DSNs, so it needs the --port the inbox serves on")
     try:
         from fastapi_sentry.inbox import InboxStore, serve
+        from fastapi_sentry.inbox._alerts import AlertRulesError, load_rules
     except ImportError as exc:
         return error(f"the inbox needs the inbox extra ({exc}); {INBOX_EXTRA_HINT}")
+    rules = None
+    if args.alerts is not None and args.action == "serve":
+        try:
+            rules = load_rules(args.alerts)
+        except AlertRulesError as exc:
+            return error(str(exc), EXIT_USAGE)
 
     url = _inbox_url(args.host, args.port)
     try:
@@ -121,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
                 f"Token: {info.token}",
                 f"  open {info.url}/?token={info.token} or send 'Authorization: Bearer <token>'",
             )
+        if rules is not None:
+            say(f"Alerts: {len(rules.rules)} rule(s) from {args.alerts}")
         say("Serving until Ctrl-C.")
 
     inbox_logger = logging.getLogger("fastapi_sentry.inbox")
@@ -132,7 +173,16 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM (docker stop, systemd) ends the inbox as cleanly as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        serve(host=args.host, port=args.port, db_path=args.db, token=args.token, on_ready=on_ready)
+        serve(
+            host=args.host,
+            port=args.port,
+            db_path=args.db,
+            token=args.token,
+            on_ready=on_ready,
+            alerts=rules,
+            max_events=args.max_events,
+            max_age_days=args.max_age,
+        )
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastapi_sentry.inbox._alerts import AlertRules, list_firings
 from fastapi_sentry.inbox._auth import (
     check_key,
     check_token,
@@ -34,6 +35,7 @@ from fastapi_sentry.inbox._errors import (
 from fastapi_sentry.inbox._ingest import Record, records_from_envelope, records_from_store_body
 from fastapi_sentry.inbox._pages import issue_list, performance_list, release_list, trace_data
 from fastapi_sentry.inbox._store import InboxStore, Project, WriteJob
+from fastapi_sentry.inbox._triage import triage_routes
 from fastapi_sentry.inbox._web import web_routes
 
 logger = logging.getLogger(__name__)
@@ -218,6 +220,11 @@ class _App:
         issues, _, _ = issue_list(self.store, project, params, self._limit(request), stats=stats)
         return JSONResponse(issues)
 
+    async def api_alerts(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        return JSONResponse(list_firings(self.store, project.id, self._limit(request, 200)))
+
     def _issue(self, request: Request) -> dict[str, Any]:
         issue_id = _int_id(request.path_params["issue_id"], "issue")
         issue = self.store.get_issue(issue_id)
@@ -338,8 +345,11 @@ def _with_cors(route: Route) -> Route:
     return Route(route.path, with_cors, methods=["POST"])
 
 
-def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
-    """The inbox as an ASGI app over ``store``; ``token`` protects the web pages and JSON API."""
+def create_app(
+    store: InboxStore, *, token: str | None = None, rules: AlertRules | None = None
+) -> Starlette:
+    """The inbox as an ASGI app over ``store``; ``token`` protects the web pages and JSON API;
+    ``rules`` (evaluated by the server's alert engine) are shown on the Alerts page."""
     app = _App(store, token)
     api = [
         ("/api/{project_id}/envelope/", app.envelope, "POST"),
@@ -353,6 +363,7 @@ def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
         ("/api/0/projects/{project_id}/releases/", app.api_releases, "GET"),
         ("/api/0/projects/{project_id}/performance/", app.api_performance, "GET"),
         ("/api/0/projects/{project_id}/traces/{trace_id}/", app.api_trace, "GET"),
+        ("/api/0/projects/{project_id}/alerts/", app.api_alerts, "GET"),
         ("/api/0/issues/{issue_id}/", app.api_issue, "GET"),
         ("/api/0/issues/{issue_id}/events/", app.api_issue_events, "GET"),
         ("/api/0/issues/{issue_id}/events/latest/", app.api_issue_latest, "GET"),
@@ -361,7 +372,8 @@ def create_app(store: InboxStore, *, token: str | None = None) -> Starlette:
     # Browser SDKs (a frontend beside the FastAPI service) post cross-origin, like to Sentry.
     routes = [_with_cors(route) if route.path in INGEST_PATHS else route for route in routes]
     routes += [Route(path, _preflight, methods=["OPTIONS"]) for path in INGEST_PATHS]
-    routes += web_routes(store, token)
+    routes += triage_routes(store, token)
+    routes += web_routes(store, token, rules)
     starlette = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     # A redirect answers a POST with nothing stored and nothing said: unknown paths get a 404.
     starlette.router.redirect_slashes = False

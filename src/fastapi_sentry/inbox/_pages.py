@@ -20,6 +20,7 @@ from fastapi_sentry.inbox._period import PERIOD_CHOICES, Period, ago, parse_peri
 from fastapi_sentry.inbox._releases import environments, releases
 from fastapi_sentry.inbox._store import InboxStore, Project
 from fastapi_sentry.inbox._traces import check_trace_id, trace
+from fastapi_sentry.inbox._triage import split_status
 
 SPARKLINE_BUCKETS = 24
 STREAM_FILTERS = ("environment", "release", "level", "query")
@@ -81,7 +82,9 @@ def issue_list(
     ``stats`` is false."""
     period = parse_period(params.get("statsPeriod"), "24h")
     filters = {key: params.get(key) or None for key in STREAM_FILTERS}
-    issues = store.list_issues(project.id, limit=limit, **filters)
+    # no query at all lists the unresolved issues, as Sentry's stream does
+    status, filters["query"] = split_status(params.get("query"))
+    issues = store.list_issues(project.id, limit=limit, status=status, **filters)
     total_users = add_issue_stats(store, project, issues, period) if stats else 0
     return issues, period, total_users
 
@@ -89,6 +92,8 @@ def issue_list(
 def issue_stream(store: InboxStore, project: Project, params: QueryParams) -> Page:
     """The issue list: Sentry's search, a sparkline per issue, users as a share, relative times."""
     filters = {key: params.get(key) or None for key in STREAM_FILTERS}
+    if params.get("query") is None:  # the search box shows what the list keeps by default
+        filters["query"] = f"is:{split_status(None)[0]}"
     context: dict[str, Any] = {"filters": filters, "periods": PERIOD_CHOICES, "issues": []}
     context["facets"] = store.facets(project.id)
     context["period"] = params.get("statsPeriod") or "24h"

@@ -67,10 +67,15 @@ def parse(query: str | None) -> Query:
                     f"The search token {key + ':'!r} has no value; write it as {key}:value "
                     f'(quote values with spaces: {key}:"two words").'
                 )
+        if key == "is":  # Sentry's UI says "archived" or "muted" for ignored
+            value = _STATUS_ALIASES.get(value.lower(), value.lower())
         token = Token(key=key, value=value, negated=match.group("neg") is not None)
         _check(token)
         tokens.append(token)
     return Query(tokens=tuple(tokens), text=" ".join(w for w in words if w))
+
+
+_STATUS_ALIASES = {"muted": "ignored", "archived": "ignored"}
 
 
 def _refuse(message: str) -> InvalidQueryError:

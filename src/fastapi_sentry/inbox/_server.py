@@ -18,8 +18,10 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from fastapi_sentry.inbox._alerts import AlertRules
 from fastapi_sentry.inbox._app import create_app
 from fastapi_sentry.inbox._auth import is_loopback
+from fastapi_sentry.inbox._monitor import Monitor, resolve_rules
 from fastapi_sentry.inbox._store import InboxStore, Project
 
 logger = logging.getLogger(__name__)
@@ -104,14 +106,20 @@ def serve(
     db_path: str | os.PathLike[str],
     token: str | None,
     on_ready: Callable[[InboxInfo], None] | None = None,
+    alerts: str | os.PathLike[str] | AlertRules | None = None,
+    max_events: int | None = None,
+    max_age_days: float | None = None,
 ) -> None:
     """Run the inbox until interrupted (Ctrl-C / SIGTERM).
 
     ``on_ready`` is called once the socket listens, with the URL, the default project's DSN and the
     token; on a non-loopback ``host`` without a ``token`` one is generated and only given there, so
-    the caller (the CLI) must print it.
+    the caller (the CLI) must print it. ``alerts`` is a rules file, read before the socket opens
+    (a bad file raises :class:`AlertRulesError`); ``max_events`` (per project) and
+    ``max_age_days`` turn on retention.
     """
     token = _resolve_token(host, token)
+    rules = resolve_rules(alerts)
     store = InboxStore(db_path)
     try:
         sock = _bind(host, port)
@@ -121,7 +129,19 @@ def serve(
             if on_ready is not None:
                 on_ready(InboxInfo(url=url, dsn=project.dsn(url), project=project, token=token))
             logger.info("fastapi-sentry inbox listening on %s", url)
-            uvicorn.Server(_config(create_app(store, token=token))).run(sockets=[sock])
+            monitor = Monitor(
+                store,
+                rules=rules,
+                base_url=url,
+                token=token,
+                max_events=max_events,
+                max_age_days=max_age_days,
+            ).start()
+            try:
+                app = create_app(store, token=token, rules=rules)
+                uvicorn.Server(_config(app)).run(sockets=[sock])
+            finally:
+                monitor.stop()
         finally:
             sock.close()
     finally:
@@ -143,8 +163,15 @@ class InboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        alerts: str | os.PathLike[str] | AlertRules | None = None,
+        max_events: int | None = None,
+        max_age_days: float | None = None,
     ) -> None:
         self.db_path = os.fspath(db_path)
+        self.rules = resolve_rules(alerts)
+        self.max_events = max_events
+        self.max_age_days = max_age_days
+        self.monitor: Monitor | None = None
         self.host = host
         self.port = port
         self.token = _resolve_token(host, token)
@@ -166,7 +193,16 @@ class InboxServer:
             self.url = _base_url(self.host, self.port)
             self.project = self.store.default_project()
             self.dsn = self.project.dsn(self.url)
-            self._server = uvicorn.Server(_config(create_app(self.store, token=self.token)))
+            self.monitor = Monitor(
+                self.store,
+                rules=self.rules,
+                base_url=self.url,
+                token=self.token,
+                max_events=self.max_events,
+                max_age_days=self.max_age_days,
+            ).start()
+            app = create_app(self.store, token=self.token, rules=self.rules)
+            self._server = uvicorn.Server(_config(app))
             self._thread = threading.Thread(
                 target=self._server.run,
                 kwargs={"sockets": [self._sock]},
@@ -196,6 +232,9 @@ class InboxServer:
                 logger.warning("The inbox server thread did not stop within 15 s.")
         if self._sock is not None:
             self._sock.close()
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
         if self.store is not None:
             self.store.close()
         self._server = self._thread = self._sock = None

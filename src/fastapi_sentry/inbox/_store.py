@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from fastapi_sentry.inbox._errors import StorageError
 from fastapi_sentry.inbox._ingest import Record
-from fastapi_sentry.inbox._monitor_schema import migrate
+from fastapi_sentry.inbox._monitor_schema import migrate, regress
 from fastapi_sentry.inbox._search import event_filter, issue_filter, parse
 
 logger = logging.getLogger(__name__)
@@ -271,6 +271,15 @@ class InboxStore:
         when = time.time() if received is None else received
         return int(self._write(self.ingest_job(project_id, records, when)))
 
+    def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run one write job in its own transaction (the monitor's firings, triage, retention)."""
+        return self._write(job)
+
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only function on a pooled reader connection."""
+        with self._reader() as conn:
+            return query(conn)
+
     # -- projects ----------------------------------------------------------------------------
 
     def create_project(self, name: str) -> Project:
@@ -409,10 +418,15 @@ class InboxStore:
         level: str | None = None,
         query: str | None = None,
         limit: int | None = 100,
+        status: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Issues of a project in Sentry's shape, most recently seen first."""
+        """Issues of a project in Sentry's shape, most recently seen first; ``status`` keeps
+        one triage status (all when None)."""
         clauses = ["i.project_id = ?"]
         params: list[Any] = [project_id]
+        if status:
+            clauses.append("i.status = ?")
+            params.append(status)
         for key, value in (("environment", environment), ("release", release)):
             if value:
                 clauses.append(
@@ -558,6 +572,9 @@ class InboxStore:
             user_count,
             project_name,
             status,
+            regressed,
+            first_release,
+            last_release,
         ) = row
         tags: dict[str, list[str]] = {"environment": [], "release": []}
         for key, value in conn.execute(
@@ -573,6 +590,8 @@ class InboxStore:
             "level": level,
             "type": type_,
             "status": status,
+            "substatus": "regressed" if regressed else None,
+            "isRegressed": bool(regressed),
             "metadata": json.loads(metadata),
             "count": str(count),
             "userCount": user_count,
@@ -581,14 +600,15 @@ class InboxStore:
             "project": {"id": str(project_id), "name": project_name, "slug": project_name},
             "environments": tags["environment"],
             "releases": tags["release"],
-            "firstRelease": tags["release"][0] if tags["release"] else None,
+            "firstRelease": first_release,
+            "lastRelease": last_release,
         }
 
 
 _ISSUE_COLUMNS = (
     "i.id, i.project_id, i.type, i.title, i.culprit, i.level, i.metadata, i.first_seen, "
     "i.last_seen, i.count, i.user_count, (SELECT name FROM projects p WHERE p.id = i.project_id), "
-    "i.status"
+    "i.status, i.regressed, i.first_release, i.last_release"
 )
 
 
@@ -646,14 +666,18 @@ def _insert_records(
         issue_id = None
         group = record.group
         if group is not None:
-            issue_id = conn.execute(
+            issue_id, issue_status = conn.execute(
                 "INSERT INTO issues (project_id, hash, type, title, culprit, level, metadata, "
-                "first_seen, last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                "first_seen, last_seen, count, first_release, last_release) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
                 "ON CONFLICT (project_id, hash) DO UPDATE SET count = count + 1, "
                 "first_seen = min(first_seen, excluded.first_seen), "
                 "last_seen = max(last_seen, excluded.last_seen), title = excluded.title, "
                 "culprit = excluded.culprit, level = excluded.level, type = excluded.type, "
-                "metadata = excluded.metadata RETURNING id",
+                "metadata = excluded.metadata, "
+                "first_release = coalesce(first_release, excluded.first_release), "
+                "last_release = coalesce(excluded.last_release, last_release) "
+                "RETURNING id, status",
                 (
                     project_id,
                     group.hash,
@@ -664,8 +688,12 @@ def _insert_records(
                     json.dumps(group.metadata),
                     record.timestamp,
                     record.timestamp,
+                    record.release,
+                    record.release,
                 ),
-            ).fetchone()[0]
+            ).fetchone()
+            if issue_status == "resolved":
+                regress(conn, issue_id, received)
             if record.user_key is not None:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO issue_users (issue_id, user_key) VALUES (?, ?)",
@@ -684,8 +712,8 @@ def _insert_records(
                 conn.execute(_TAG_UPSERT[len(tags)], [field for tag in tags for field in tag])
         cur = conn.execute(
             "INSERT INTO events (project_id, type, event_id, issue_id, received, timestamp, "
-            "environment, release, level, name, status, duration_ms, data, raw, trace_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "environment, release, level, name, status, duration_ms, data, raw, trace_id, "
+            "user_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 project_id,
                 record.type,
@@ -702,6 +730,7 @@ def _insert_records(
                 record.data,
                 record.raw,
                 record.trace_id,
+                record.user_key,
             ),
         )
         if record.spans:

@@ -15,10 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastapi_sentry.inbox._alerts import AlertRules, list_firings
+from fastapi_sentry.inbox._alerts._history import shown_target
+from fastapi_sentry.inbox._alerts._rules import duration_text
 from fastapi_sentry.inbox._auth import TOKEN_COOKIE, check_token
+from fastapi_sentry.inbox._csrf import form_token
 from fastapi_sentry.inbox._errors import InboxError, NotFoundError
 from fastapi_sentry.inbox._grouping import as_dict, as_list, as_str, exceptions, formatted_message
 from fastapi_sentry.inbox._ingest import trace_id_of
+from fastapi_sentry.inbox._monitor_schema import STATUSES
 from fastapi_sentry.inbox._pages import issue_stream, performance_page, releases_page, trace_page
 from fastapi_sentry.inbox._store import InboxStore, Project, iso
 
@@ -56,6 +61,7 @@ def _ts(value: Any) -> str:
 
 _env.filters["show"] = _show
 _env.filters["ts"] = _ts
+_env.filters["duration"] = duration_text
 
 
 def _html(template: str, status_code: int = 200, **context: Any) -> Response:
@@ -66,6 +72,10 @@ def _html(template: str, status_code: int = 200, **context: Any) -> Response:
         media_type="text/html; charset=utf-8",
         headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
     )
+
+
+def error_page(error: InboxError) -> Response:
+    return _html("error.html", error.status_code, error=error, title="Error")
 
 
 def _pairs(value: Any) -> list[tuple[str, Any]]:
@@ -156,7 +166,9 @@ def _chart(histogram: list[tuple[float, int]]) -> dict[str, Any]:
     return {"bars": bars, "width": len(bars) * (width + 2), "bar_width": width}
 
 
-def web_routes(store: InboxStore, token: str | None) -> list[Route]:
+def web_routes(
+    store: InboxStore, token: str | None, rules: AlertRules | None = None
+) -> list[Route]:
     def project_from(request: Request) -> tuple[Project, list[Project]]:
         projects = store.list_projects() or [store.default_project()]
         wanted = request.query_params.get("project")
@@ -172,7 +184,7 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
             set_cookie = check_token(request, token)
             response = render(request, name)
         except InboxError as e:
-            return _html("error.html", e.status_code, error=e, title="Error")
+            return error_page(e)
         if set_cookie and token is not None:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
@@ -198,7 +210,19 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
                 issue=issue,
                 event=event_view(event or {}),
                 chart=_chart(store.issue_histogram(int(issue["id"]))),
+                csrf=form_token(),
+                statuses=STATUSES,
                 title=issue["title"],
+                **common,
+            )
+        if name == "alerts":
+            return _html(
+                "alerts.html",
+                rules=[(rule, [shown_target(t) for t in rule.notify]) for rule in rules.rules]
+                if rules
+                else [],
+                firings=list_firings(store, project.id),
+                title="Alerts",
                 **common,
             )
         return _html("crons.html", rows=store.check_ins(project.id), title="Crons", **common)
@@ -216,4 +240,5 @@ def web_routes(store: InboxStore, token: str | None) -> list[Route]:
         route("/releases/", "releases"),
         route("/traces/{trace_id}/", "trace"),
         route("/crons/", "crons"),
+        route("/alerts/", "alerts"),
     ]
