@@ -52,7 +52,7 @@ def test_the_list_shows_sparklines_user_share_relative_times_and_status(
     inbox: InboxServer,
 ) -> None:
     _fill(inbox)
-    day = page(inbox, "/?statsPeriod=24h")
+    day = page(inbox, "/?statsPeriod=24h&query=")  # every status, the resolved one too
     login, report = _row(day, "login broken"), _row(day, "report empty")
     assert 'aria-label="events in the last 24h: 3"' in login
     assert "<polyline" in login
@@ -65,7 +65,7 @@ def test_the_list_shows_sparklines_user_share_relative_times_and_status(
     assert '<span class="status status-unresolved">unresolved</span>' in login
     assert '<span class="status status-resolved">resolved</span>' in report
 
-    hour = page(inbox, "/?statsPeriod=1h")
+    hour = page(inbox, "/?statsPeriod=1h&query=")
     assert 'aria-label="events in the last 1h: 2"' in _row(hour, "login broken")
 
 
@@ -100,7 +100,7 @@ def test_issue_stream_and_stack_trace_in_chromium(inbox: InboxServer, browser: A
     ids = _fill(inbox)
     issue_id = _send_library_error(inbox)
     tab = browser.new_page(viewport={"width": 1280, "height": 900})
-    tab.goto(inbox.url + "/")
+    tab.goto(inbox.url + "/?query=")
     row = tab.locator("tr.issue", has_text="login broken")
     assert row.locator("svg.sparkline").is_visible()
     first_seen = row.locator("time.first-seen")
