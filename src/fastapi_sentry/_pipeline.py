@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi_sentry._context import current_request
 from fastapi_sentry._filters import ExpectedErrorFilter
+from fastapi_sentry._init_context import InitContext
 from fastapi_sentry._scrubbing import Scrubber
 from fastapi_sentry._settings import SentrySettings
 from fastapi_sentry._state import STATE, remember_event_id
@@ -47,6 +48,7 @@ class EventPipeline:
         )
         self.on_error_kept = on_error_kept
         self.on_log = on_log
+        self.init_context = InitContext(settings)
 
     def before_send(self, event: Event, hint: Hint) -> Event | None:
         kept = self.expected(event, hint)
@@ -54,12 +56,16 @@ class EventPipeline:
             return None
         if self.on_error_kept is not None:
             self.on_error_kept(kept)
-        scrubbed = self.scrubber.scrub_event(kept)
+        scrubbed = self._finish(kept)
         remember_event_id(scrubbed.get("event_id"))
         return scrubbed
 
     def before_send_transaction(self, event: Event, hint: Hint) -> Event | None:
-        return self.scrubber.scrub_event(event)
+        return self._finish(event)
+
+    def _finish(self, event: Event) -> Event:
+        """Start-up tags and context, then scrubbing (which sees the tags too)."""
+        return self.scrubber.scrub_event(self.init_context.apply(event))
 
     def before_breadcrumb(self, crumb: Event, hint: Hint) -> Event | None:
         return self.scrubber.scrub_breadcrumb(crumb)

@@ -12,20 +12,17 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import sentry_sdk
-import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 import fastapi_sentry
+from tests.live_server import serving
 from tests.scrubbing.corpus import luhn_check_digit
 from tests.support.receiver import Receiver
 
@@ -100,26 +97,8 @@ def make_app(dsn: str) -> FastAPI:
 
 @pytest.fixture
 def server_url(sentry_receiver: Receiver) -> Iterator[str]:
-    app = make_app(sentry_receiver.dsn)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start within 10 s")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
+    with serving(make_app(sentry_receiver.dsn)) as url:
+        yield url
 
 
 def test_what_goes_over_the_wire_holds_no_planted_secret(
