@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi_sentry._context import current_request
+from fastapi_sentry._event_size import fit_event
 from fastapi_sentry._filters import ExpectedErrorFilter
 from fastapi_sentry._init_context import InitContext
 from fastapi_sentry._scrubbing import Scrubber
@@ -49,6 +50,7 @@ class EventPipeline:
         self.on_error_kept = on_error_kept
         self.on_log = on_log
         self.init_context = InitContext(settings)
+        self.max_breadcrumbs = settings.max_breadcrumbs
 
     def before_send(self, event: Event, hint: Hint) -> Event | None:
         kept = self.expected(event, hint)
@@ -64,8 +66,10 @@ class EventPipeline:
         return self._finish(event)
 
     def _finish(self, event: Event) -> Event:
-        """Start-up tags and context, then scrubbing (which sees the tags too)."""
-        return self.scrubber.scrub_event(self.init_context.apply(event))
+        """Start-up tags and context, scrubbing, then the size limits, which must see the event
+        as it will be sent (and cut only what is already scrubbed)."""
+        scrubbed = self.scrubber.scrub_event(self.init_context.apply(event))
+        return fit_event(scrubbed, max_breadcrumbs=self.max_breadcrumbs)
 
     def before_breadcrumb(self, crumb: Event, hint: Hint) -> Event | None:
         return self.scrubber.scrub_breadcrumb(crumb)
