@@ -401,20 +401,22 @@ SECRET_PHRASE_RE = re.compile(
     r"[ \t]+(?:(?:is|was|of|=|:)[ \t]+)?[\"'`]?))"
     r"(?P<secret>[^\s\"'`<>,;()\[\]{}]{6,})"
 )
-# The same words for the first look, which runs on lower-cased text: each pattern starts with a
-# literal, and a key phrase is found by its "key" (see first_look_res on why).
+# The same words for the first look, which runs on lower-cased text: each word is found with
+# str.find (far cheaper than a regex scan of the whole text), and its pattern is tried only there.
 SECRET_PHRASE_FIRST_LOOK = tuple(
-    re.compile(p)
-    for p in (
-        r"tokens?[ \t]",
-        r"pass(?:w(?:or)?ds?|phrase|code)[ \t]",
-        r"pwd[ \t]",
-        r"secrets?[ \t]",
-        r"key(?:(?<=apikey)|(?<=accesskey)|(?<=secretkey)|(?<=privatekey)|(?<=api[ _\-]key)"
-        r"|(?<=access[ _\-]key)|(?<=secret[ _\-]key)|(?<=private[ _\-]key))s?[ \t]",
+    (word, re.compile(pattern))
+    for word, pattern in (
+        ("token", r"tokens?[ \t]"),
+        ("pass", r"pass(?:w(?:or)?ds?|phrase|code)[ \t]"),
+        ("pwd", r"pwd[ \t]"),
+        ("secret", r"secrets?[ \t]"),
+        (
+            "key",
+            r"key(?:(?<=apikey)|(?<=accesskey)|(?<=secretkey)|(?<=privatekey)|(?<=api[ _\-]key)"
+            r"|(?<=access[ _\-]key)|(?<=secret[ _\-]key)|(?<=private[ _\-]key))s?[ \t]",
+        ),
     )
 )
-SECRET_PHRASE_HINTS = ("token", "pass", "pwd", "secret", "key")
 SENTENCE_END = ".,;:!?"
 _SYMBOLS = frozenset("!@#$%^&*+/=~_|\\")
 

@@ -544,8 +544,8 @@ class Scrubber:
                 after = lower[at + len(word) : at + len(word) + 1]
                 if after.isspace() or after in ("+", "%"):
                     positions.append(at)
-        for rx in d.SECRET_PHRASE_FIRST_LOOK:
-            positions.extend(m.start() for m in rx.finditer(lower))
+        for word, rx in d.SECRET_PHRASE_FIRST_LOOK:
+            positions.extend(at for at in _find_all(lower, word, []) if rx.match(lower, at))
         return positions
 
     def _keyed_separators(self, raw: bytes) -> set[int]:
@@ -596,7 +596,14 @@ class Scrubber:
             s = d.JWT_RE.sub(repl, s)
         if thorough or d.key_format_hint(s):
             s = d.KEY_FORMAT_RE.sub(repl, s)
-        if thorough or any(word in low for word in d.SECRET_PHRASE_HINTS):
+        if (
+            thorough
+            or "token" in low
+            or "pass" in low
+            or "pwd" in low
+            or "secret" in low
+            or "key" in low
+        ):  # the words of d.SECRET_PHRASE_FIRST_LOOK, chained: cheaper than any()
             s = d.SECRET_PHRASE_RE.sub(self._phrase_sub, s)
         if thorough or "hooks.slack.com" in s:
             s = d.SLACK_WEBHOOK_RE.sub(self._keep_sub, s)
