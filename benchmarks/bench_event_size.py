@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -117,24 +117,101 @@ def cost(quick: bool) -> dict[str, float]:
     sentry_sdk.init(**options)
     typical = benchmark_events()["typical"]
 
-    def capture(with_fit: bool) -> Callable[[], object]:
+    def capture() -> None:
+        try:
+            deep(28, {"key": "order-42"})
+        except KeyError:
+            sentry_sdk.capture_exception()
+
+    return with_and_without(
+        ("fit_event, typical event", lambda: fit_event(typical)),
+        ("capture_exception", capture),
+        20 if quick else 60,
+        5 if quick else 11,
+    )
+
+
+def with_and_without(
+    alone: tuple[str, Callable[[], object]],
+    whole: tuple[str, Callable[[], object]],
+    iterations: int,
+    batches: int,
+) -> dict[str, float]:
+    """`alone` timed beside `whole` with the pipeline's fit_event and with it replaced."""
+
+    def toggled(check: Callable[..., Any]) -> Callable[[], object]:
         def run() -> None:
-            setattr(_pipeline, "fit_event", fit_event if with_fit else _identity)  # noqa: B010
-            try:
-                deep(28, {"key": "order-42"})
-            except KeyError:
-                sentry_sdk.capture_exception()
+            setattr(_pipeline, "fit_event", check)  # noqa: B010
+            whole[1]()
 
         return run
 
     runs: dict[str, Callable[[], object]] = {
-        "fit_event, typical event": lambda: fit_event(typical),
-        "capture_exception with the check": capture(True),
-        "capture_exception without it": capture(False),
+        alone[0]: alone[1],
+        f"{whole[0]} with the check": toggled(fit_event),
+        f"{whole[0]} without it": toggled(_identity),
     }
-    result = interleaved(runs, 20 if quick else 60, 5 if quick else 11)
-    setattr(_pipeline, "fit_event", fit_event)  # noqa: B010
-    return result
+    try:
+        return interleaved(runs, iterations, batches)
+    finally:
+        setattr(_pipeline, "fit_event", fit_event)  # noqa: B010
+
+
+def request_cost(quick: bool) -> dict[str, float]:
+    """A trivial endpoint at traces 1.0 driven in-process: every request sends a transaction."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    import fastapi_sentry
+
+    app = FastAPI()
+
+    @app.get("/ok")
+    def ok() -> dict[str, bool]:
+        return {"ok": True}
+
+    fastapi_sentry.install(
+        app, dsn="http://key@127.0.0.1:9/1", environment="production", traces_sample_rate=1.0
+    )
+    client = sentry_sdk.get_client()
+    client.transport = NullTransport(client.options)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/ok", "raw_path": b"/ok", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"testserver")], "server": ("testserver", 80),
+        "client": ("127.0.0.1", 50000),
+    }  # fmt: skip
+    transactions: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    async def requests(n: int) -> None:
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+
+    def keep(event: Any, **options: Any) -> Any:
+        transactions.append(event)
+        return fit_event(event, **options)
+
+    loop = asyncio.new_event_loop()
+    setattr(_pipeline, "fit_event", keep)  # noqa: B010
+    loop.run_until_complete(requests(3))
+    transaction = transactions[-1]
+
+    try:
+        return with_and_without(
+            ("fit_event, a trivial request's transaction", lambda: fit_event(transaction)),
+            ("10 requests at traces 1.0", lambda: loop.run_until_complete(requests(10))),
+            10 if quick else 30,
+            5 if quick else 11,
+        )
+    finally:
+        loop.close()
 
 
 def _identity(event: Any, **_: Any) -> Any:
@@ -157,6 +234,9 @@ def main() -> None:
         got = f"delivered, {o['stored_bytes'] / 1024:.0f} KB" if o["delivered"] else "lost"
         print(f"| {b['case']:<24} | {'delivered' if b['delivered'] else 'lost':>16} | {got:>22} |")
     timings = cost(args.quick)
+    requests = request_cost(args.quick)
+    per_request = requests["10 requests at traces 1.0 without it"] / 10
+    request_share = requests["fit_event, a trivial request's transaction"] / per_request * 100
     with_check = timings["capture_exception with the check"]
     without = timings["capture_exception without it"]
     share = timings["fit_event, typical event"] / without * 100
@@ -165,6 +245,10 @@ def main() -> None:
         print(f"| {name:<36} | {us:>8.0f} |")
     print(f"\nfit_event on the typical event = {share:.1f}% of a capture_exception without it")
     print(f"capture_exception with / without: {with_check / without:.3f}")
+    print()
+    for name, us in requests.items():
+        print(f"| {name:<44} | {us:>8.0f} |")
+    print(f"\nfit_event on the transaction = {request_share:.1f}% of a traced request")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -176,6 +260,8 @@ def main() -> None:
                 "cost_us": timings,
                 "fit_share_of_capture_percent": share,
                 "capture_with_over_without": with_check / without,
+                "request_cost_us": requests,
+                "fit_share_of_traced_request_percent": request_share,
                 "peak_rss_mb": peak_rss_mb(),
             },
             indent=2,

@@ -198,3 +198,9 @@ def test_an_oversized_error_arrives_readable(
     assert event["tags"]["trimmed"] == "true"
     assert event["contexts"]["size_limits"]["dropped"]
     assert len(json.dumps(event)) < 2 * MAX_EVENT_BYTES  # what the inbox stores is readable
+
+
+def test_no_breadcrumbs_allowed_means_none_are_sent() -> None:
+    event: dict[str, Any] = {"breadcrumbs": {"values": [{"message": "a"}, {"message": "b"}]}}
+    fit_event(event, max_breadcrumbs=0)
+    assert event["breadcrumbs"]["values"] == []

@@ -250,7 +250,7 @@ def _keep_last(trim: _Trim, count: int) -> bool:
     values = _crumbs(trim.event)
     if len(values) <= count:
         return False
-    kept = values[-count:]
+    kept = values[-count:] if count else []
     if isinstance(crumbs, dict):
         crumbs["values"] = kept
         trim.note(["breadcrumbs", "values"], {"len": len(values)})
