@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi_sentry._context import current_request
+from fastapi_sentry._event_size import fit_event
 from fastapi_sentry._filters import ExpectedErrorFilter
 from fastapi_sentry._graphql import filter_event_body
+from fastapi_sentry._init_context import InitContext
 from fastapi_sentry._scrubbing import Scrubber
 from fastapi_sentry._settings import SentrySettings
 from fastapi_sentry._state import STATE, remember_event_id
@@ -48,6 +50,8 @@ class EventPipeline:
         )
         self.on_error_kept = on_error_kept
         self.on_log = on_log
+        self.init_context = InitContext(settings)
+        self.max_breadcrumbs = settings.max_breadcrumbs
 
     def before_send(self, event: Event, hint: Hint) -> Event | None:
         kept = self.expected(event, hint)
@@ -55,14 +59,19 @@ class EventPipeline:
             return None
         if self.on_error_kept is not None:
             self.on_error_kept(kept)
-        filter_event_body(kept)
-        scrubbed = self.scrubber.scrub_event(kept)
+        scrubbed = self._finish(kept)
         remember_event_id(scrubbed.get("event_id"))
         return scrubbed
 
     def before_send_transaction(self, event: Event, hint: Hint) -> Event | None:
+        return self._finish(event)
+
+    def _finish(self, event: Event) -> Event:
+        """GraphQL body rules, start-up tags and context, scrubbing, then the size limits,
+        which must see the event as it will be sent (and cut only what is already scrubbed)."""
         filter_event_body(event)
-        return self.scrubber.scrub_event(event)
+        scrubbed = self.scrubber.scrub_event(self.init_context.apply(event))
+        return fit_event(scrubbed, max_breadcrumbs=self.max_breadcrumbs)
 
     def before_breadcrumb(self, crumb: Event, hint: Hint) -> Event | None:
         return self.scrubber.scrub_breadcrumb(crumb)

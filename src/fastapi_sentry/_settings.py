@@ -76,6 +76,9 @@ def _split_list(value: Any) -> Any:
 
 
 CommaList = Annotated[list[str], NoDecode]
+#: Sentry's limit for a tag value (and key), in characters.
+TAG_VALUE_MAX = 200
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 IntCommaList = Annotated[list[int], NoDecode]
 
 
@@ -192,6 +195,19 @@ class SentrySettings(BaseSettings):
     scrub_replacement: str = Field(
         default="[Filtered]", description="Text put in place of secrets."
     )
+    tags: CommaList = Field(
+        default_factory=list,
+        description="Tags on every event and transaction, e.g. `team=payments,region=eu`.",
+    )
+    app_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SENTRY_APP_NAME", "APP_NAME", "app_name"),
+        description="`app_name` of the `app` context (its `app_version` is the release).",
+    )
+    user_tags: CommaList = Field(
+        default_factory=list,
+        description="User fields also set as tags, e.g. `organization_id,role`.",
+    )
 
     # --- validators -------------------------------------------------------------------------
 
@@ -239,6 +255,47 @@ class SentrySettings(BaseSettings):
     @classmethod
     def _lists_from_env(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("tags", "user_tags", mode="before")
+    @classmethod
+    def _more_lists_from_env(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            key, sep, tag_value = entry.partition("=")
+            if not sep or not _TAG_KEY.fullmatch(key.strip()) or not tag_value.strip():
+                raise ValueError(
+                    f"holds {entry!r}, which is not a tag; write name=value pairs separated by "
+                    "commas (team=payments,region=eu), names of letters, digits and _.:-"
+                )
+            if len(tag_value.strip()) > TAG_VALUE_MAX:
+                raise ValueError(
+                    f"holds {entry!r}, whose value is over {TAG_VALUE_MAX} characters "
+                    "(Sentry's limit for a tag value); shorten it"
+                )
+        return [entry.partition("=")[0].strip() + "=" + entry.partition("=")[2].strip()
+                for entry in value]  # fmt: skip
+
+    @field_validator("user_tags")
+    @classmethod
+    def _user_tags(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _TAG_KEY.fullmatch(name):
+                raise ValueError(
+                    f"holds {name!r}, which is not a user field name; list names such as "
+                    "organization_id,role"
+                )
+        return value
+
+    @field_validator("app_name", mode="before")
+    @classmethod
+    def _blank_app_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("failed_request_status_codes")
     @classmethod
@@ -318,6 +375,11 @@ class SentrySettings(BaseSettings):
         if self.profiles_sample_rate is not None:
             return self.profiles_sample_rate
         return environment_sample_rate(self.environment)
+
+    @property
+    def tag_map(self) -> dict[str, str]:
+        """`tags` as Sentry's tag dict."""
+        return dict(entry.split("=", 1) for entry in self.tags)
 
     @property
     def is_development(self) -> bool:

@@ -4,8 +4,9 @@ Resolvers run lazily, only when an event is about to be sent, and at most once p
 an untraced request that succeeds never pays for them. The built-ins make no database or
 network call: `user_from_state` reads what the app's own auth dependency already put on
 `request.state.user`, `user_from_auth_middleware` what Starlette's AuthenticationMiddleware put on
-`scope["user"]`, and `user_from_jwt_claims` reads the `sub` claim of a bearer JWT without
-verifying it (it labels events; it does not authenticate) and never keeps the token.
+`scope["user"]`, and `user_from_jwt_claims` reads the `sub` claim (and organization and role
+claims) of a bearer JWT without verifying it (it labels events; it does not authenticate) and
+never keeps the token.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ logger = logging.getLogger(__name__)
 #: A resolver returns Sentry's user fields (`id`, `email`, `username`, ...) or None.
 UserResolver = Callable[[HTTPConnection], "Mapping[str, Any] | None"]
 
-_USER_FIELDS = ("id", "email", "username", "ip_address", "segment")
+#: Fields beyond Sentry's own that the built-in resolvers copy when the app already has them
+#: (seed 002's organization-level tagging); `SENTRY_USER_TAGS` can make them tags.
+ORGANIZATION_FIELDS = ("organization_id", "role", "tenant_id")
+_USER_FIELDS = ("id", "email", "username", "ip_address", "segment", *ORGANIZATION_FIELDS)
+# JWT claim names for the same fields, first match wins
+_CLAIM_FIELDS = {
+    "organization_id": ("organization_id", "org_id"),
+    "role": ("role",),
+    "tenant_id": ("tenant_id", "tid"),
+}
 _PII_FIELDS = frozenset({"email", "username", "ip_address", "name"})
 
 
@@ -41,9 +51,15 @@ def user_from_state(connection: HTTPConnection) -> Mapping[str, Any] | None:
         fields = {key: getattr(user, key, None) for key in _USER_FIELDS}
         if fields["username"] is None:
             fields["username"] = getattr(user, "name", None) or getattr(user, "full_name", None)
-    result = {key: value for key, value in fields.items() if value is not None}
-    if "id" in result:
-        result["id"] = str(result["id"])
+    return _cleaned(fields)
+
+
+def _cleaned(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Unset and empty fields dropped; ids as text (Sentry's user id is a string)."""
+    result = {key: value for key, value in fields.items() if value is not None and value != ""}
+    for key in ("id", *ORGANIZATION_FIELDS):
+        if key in result:
+            result[key] = str(result[key])
     return result or None
 
 
@@ -59,7 +75,15 @@ def user_from_jwt_claims(connection: HTTPConnection) -> Mapping[str, Any] | None
     user: dict[str, Any] = {"id": str(claims["sub"])}
     if isinstance(claims.get("email"), str):
         user["email"] = claims["email"]
+    for field, names in _CLAIM_FIELDS.items():
+        value = next((claims[name] for name in names if _scalar(claims.get(name))), None)
+        if value is not None:
+            user[field] = str(value)
     return user
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool) and value != ""
 
 
 def _jwt_payload(token: str) -> dict[str, Any] | None:
@@ -78,13 +102,12 @@ def user_from_auth_middleware(connection: HTTPConnection) -> Mapping[str, Any] |
     user = connection.scope.get("user")
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    fields = {key: getattr(user, key, None) for key in ("id", "username", "email")}
+    fields = {
+        key: getattr(user, key, None) for key in ("id", "username", "email", *ORGANIZATION_FIELDS)
+    }
     if fields["username"] is None:
         fields["username"] = getattr(user, "display_name", None) or None
-    result = {key: value for key, value in fields.items() if value is not None and value != ""}
-    if "id" in result:
-        result["id"] = str(result["id"])
-    return result or None
+    return _cleaned(fields)
 
 
 DEFAULT_USER_RESOLVERS: tuple[UserResolver, ...] = (

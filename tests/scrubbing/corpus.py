@@ -60,7 +60,7 @@ BENIGN: tuple[str, ...] = (
     "Reserved 2 units of SKU-88172-BLK for ORD-2024-118734",
     "    intent = stripe.PaymentIntent.create(amount=amount, currency=currency)",
     "https://github.com/acme/shop/commit/9fceb02d0ae598e95dc970b74767f19372d61af8",
-    "pk_live_51HxYzPublishableKeyOnly",
+    "pub-widget-shop-eu",
     '"author": "Ada Lovelace"',
     '"monkey": "capuchin-7"',
     '"keyboard_layout": "dvorak-intl"',
@@ -77,7 +77,7 @@ BENIGN: tuple[str, ...] = (
     '"cache_key": "orders:ORD-2024-118734:v3"',
     '"idempotency_key": "idem-5c1e2b77"',
     '"primary_key": 118734',
-    '"public_key": "pk_live_51HxYzPublishableKeyOnly"',
+    '"public_key": "pub-widget-shop-eu"',
     '"currency": "EUR"',
     '"amount": 4999',
     '"http.status_code": 502',
@@ -159,7 +159,7 @@ def base_event() -> Event:
                 "keyboard_layout": "dvorak-intl",
                 "plan": "Basic subscription",
                 "idempotency_key": "idem-5c1e2b77",
-                "public_key": "pk_live_51HxYzPublishableKeyOnly",
+                "public_key": "pub-widget-shop-eu",
             },
             "env": {"SERVER_NAME": "api.shop.example", "SERVER_PORT": "8000"},
         },
@@ -528,7 +528,7 @@ def _plant_raw_body(ev: Event, key: str, p: Planted) -> None:
         "author": "Ada Lovelace", "monkey": "capuchin-7", "keyboard_layout": "dvorak-intl",
         "plan": "Basic subscription", "idempotency_key": "idem-5c1e2b77", "amount": 4999,
         "currency": "EUR",
-        "public_key": "pk_live_51HxYzPublishableKeyOnly",
+        "public_key": "pub-widget-shop-eu",
     }  # fmt: skip
 
 

@@ -381,7 +381,7 @@ AUTH_SCHEME_RE = re.compile(
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]*")
 KEY_FORMAT_RE = re.compile(
     r"(?:(?<![A-Za-z0-9])|(?<=\\[nrt]))(?:"
-    r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}"  # Stripe secret and restricted keys
+    r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,}"  # Stripe secret, restricted, publishable
     r"|whsec_[0-9A-Za-z+/=]{16,}"  # Stripe webhook signing secret
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
     r"|xox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack
@@ -392,6 +392,55 @@ KEY_FORMAT_RE = re.compile(
     r"|npm_[A-Za-z0-9]{36}"  # npm
     r")"
 )
+# A secret named in prose: "rejected token tok_8fA3...", "password is hunter2". The word alone
+# says little ("the password is required"), so `looks_like_credential` judges the value.
+SECRET_PHRASE_RE = re.compile(
+    r"(?P<keep>(?i:(?:(?<![a-z0-9])|(?<=\\[nrt]))"
+    r"(?:tokens?|passw(?:or)?ds?|pwd|pass(?:phrase|code)|secrets?"
+    r"|(?:api|access|secret|private)[ _\-]?keys?)"
+    r"[ \t]+(?:(?:is|was|of|=|:)[ \t]+)?[\"'`]?))"
+    r"(?P<secret>[^\s\"'`<>,;()\[\]{}]{6,})"
+)
+# The same words for the first look, which runs on lower-cased text: each word is found with
+# str.find (far cheaper than a regex scan of the whole text), and its pattern is tried only there.
+SECRET_PHRASE_FIRST_LOOK = tuple(
+    (word, re.compile(pattern))
+    for word, pattern in (
+        ("token", r"tokens?[ \t]"),
+        ("pass", r"pass(?:w(?:or)?ds?|phrase|code)[ \t]"),
+        ("pwd", r"pwd[ \t]"),
+        ("secret", r"secrets?[ \t]"),
+        (
+            "key",
+            r"key(?:(?<=apikey)|(?<=accesskey)|(?<=secretkey)|(?<=privatekey)|(?<=api[ _\-]key)"
+            r"|(?<=access[ _\-]key)|(?<=secret[ _\-]key)|(?<=private[ _\-]key))s?[ \t]",
+        ),
+    )
+)
+SENTENCE_END = ".,;:!?"
+_SYMBOLS = frozenset("!@#$%^&*+/=~_|\\")
+
+
+def looks_like_credential(value: str) -> bool:
+    """A word after "password" or "token" that no prose would use: letters with digits, mixed case
+    inside the word, symbols, a long digit run or a long random run. "required", "Invalid",
+    "re-entered" and "3600" stay."""
+    value = value.rstrip(SENTENCE_END)
+    if len(value) < 6:
+        return False
+    if value.isdigit():
+        return len(value) >= 6
+    has_digit = any(c.isdigit() for c in value)
+    has_alpha = any(c.isalpha() for c in value)
+    if has_digit and has_alpha:
+        return True
+    if any(c in _SYMBOLS for c in value) and (has_alpha or has_digit):
+        return True
+    if value[1:] != value[1:].lower() and value[1:] != value[1:].upper():
+        return True  # "xYzAbCdE", not "Invalid" or "NULL"
+    return len(value) >= 24 and value.isalnum()
+
+
 SLACK_WEBHOOK_RE = re.compile(r"(?P<keep>hooks\.slack\.com/services/)(?P<secret>[A-Za-z0-9/_\-]+)")
 # Lookbehinds also accept an escape before the match: reprs of frame locals spell a newline "\\n".
 # One scan for every digit-shaped candidate (card numbers, IPv4 addresses); the callback decides.
@@ -503,6 +552,7 @@ def key_format_hint(s: str) -> bool:
             and (
                 "sk_" in s
                 or "rk_" in s
+                or "pk_" in s
                 or "whsec_" in s
                 or "gh" in s
                 or "npm_" in s
@@ -565,7 +615,7 @@ def first_look_res(*, send_default_pii: bool) -> tuple[tuple[str, re.Pattern[str
         r"J(?<=eyJ)",  # JWT_RE ("J" is rarer than "e")
         # KEY_FORMAT_RE, each anchored on its rarest letter
         r"A(?:KIA|SIA|BIA|CCA|Iza)",
-        r"k(?:(?<=[sr]k)_|(?<=sk)-)",
+        r"k(?:(?<=[srp]k)_|(?<=sk)-)",
         r"whsec_",
         r"g(?:h[pousr]_|ithub_pat_|lpat-)",
         r"npm_",
