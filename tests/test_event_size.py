@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -140,12 +138,6 @@ def test_even_a_huge_event_of_many_parts_fits() -> None:
 
 
 # --- against the inbox, over real sockets -------------------------------------------------------
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[InboxServer]:
-    with InboxServer(tmp_path / "inbox.db") as server:
-        yield server
 
 
 def oversized_app(dsn: str) -> FastAPI:

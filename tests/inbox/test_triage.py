@@ -3,7 +3,6 @@ regressions, first/last release, and no change without the token or from another
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,6 @@ from tests.inbox.monitor_support import post_events
 from tests.inbox_support import init_sdk, running_inbox
 
 TOKEN = "triage-" + "t" * 30
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[InboxServer]:
-    with running_inbox(tmp_path) as server:
-        yield server
 
 
 def _send(inbox: InboxServer, message: str, release: str) -> str:
