@@ -39,16 +39,18 @@ SECRET_KEY = "f00dfacef00dfacef00dfacef00dface"
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """The console path for real: a new interpreter running `python -m fastapi_sentry`."""
+    """The console path for real: a new interpreter running `python -m fastapi_sentry`.
+
+    A command that outlives `timeout` fails the test (TimeoutExpired): that is how a hang shows."""
     return subprocess.run(
         [sys.executable, "-m", "fastapi_sentry", *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -305,9 +307,7 @@ def test_check_fails_when_nothing_listens(
 ) -> None:
     port = free_port()
     monkeypatch.setenv("SENTRY_DSN", f"http://{SECRET_KEY}@127.0.0.1:{port}/3")
-    started = time.monotonic()
     assert main(["check"]) == 1
-    assert time.monotonic() - started < 8
     line = one_error_line(capsys.readouterr().err)
     assert f"not accepted by 127.0.0.1:{port} (project 3): the request failed:" in line
     assert "Connection refused" in line
@@ -316,15 +316,15 @@ def test_check_fails_when_nothing_listens(
 
 def test_check_gives_up_after_its_timeout_when_the_server_never_answers(tmp_path: Path) -> None:
     with StatusServer(hang=True) as server:
-        started = time.monotonic()
-        result = run_cli("check", "--timeout", "1.5", cwd=tmp_path, env={"SENTRY_DSN": server.dsn})
-        elapsed = time.monotonic() - started
+        # the server never answers: only the command's own timeout can end it before ours
+        result = run_cli(
+            "check", "--timeout", "1.5", cwd=tmp_path, env={"SENTRY_DSN": server.dsn}, timeout=30
+        )
         assert server.posts  # it was reached, and kept the request waiting
     assert result.returncode == 1
     line = one_error_line(result.stderr)
     assert "was not delivered to 127.0.0.1:" in line
     assert "within 1.5 s (no answer)" in line
-    assert elapsed < 15
     assert result.stdout == ""
 
 

@@ -12,7 +12,6 @@ import base64
 import json
 import re
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -269,9 +268,10 @@ def shop_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 return {("inventory-snapshot", "ok"), ("reconcile-payments", "error")} <= statuses
 
             wait_until(both_check_ins, 130, "beat check-ins ok and error", processes)
+            # a graceful stop flushes each process's queue, and the inbox answers a POST only
+            # after storing it: nothing is in flight once they have exited
             for process in processes:
                 process.stop()
-            time.sleep(0.5)
             yield Run(
                 inbox=inbox,
                 db_files=[workdir / name for name in ("inbox.db", "inbox.db-wal", "inbox.db-shm")],
