@@ -25,8 +25,8 @@ import time
 import uuid
 from typing import Any
 
+import result_file
 from bench_inbox_ingest import (
-    RESULTS_DIR,
     make_event,
     peak_rss_mib,
     read_response,
@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--max-events", type=int, default=10_000)
     parser.add_argument("--senders", type=int, default=8)
     args = parser.parse_args()
+    load_before = result_file.machine()
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "inbox.db")
         server = start_server(db, "", args.max_events)
@@ -161,30 +162,26 @@ def main() -> None:
         "load": os.getloadavg()[0],
         "samples": samples,
     }
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = RESULTS_DIR / f"inbox-retention-{stamp}.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
     mib = 1024 * 1024
-    print(
-        f"inbox retention: {args.events} events into a {limit}-event limit, {os.cpu_count()} CPUs"
-    )
-    print("| | events/s | file (db + WAL) |")
-    print("|---|---|---|")
-    print(
+    lines = [
+        f"inbox retention: {args.events} events into a {limit}-event limit, {os.cpu_count()} CPUs",
+        "| | events/s | file (db + WAL) |",
+        "|---|---|---|",
         f"| before the limit (first {limit}) | {summary['rate_before_limit']:.0f} "
-        f"| {summary['bytes_at_limit'] / mib:.1f} MiB at {limit} |"
-    )
-    print(f"| at half ({args.events // 2}) | | {summary['bytes_at_half'] / mib:.1f} MiB |")
-    print(
+        f"| {summary['bytes_at_limit'] / mib:.1f} MiB at {limit} |",
+        f"| at half ({args.events // 2}) | | {summary['bytes_at_half'] / mib:.1f} MiB |",
         f"| last quarter, and the end | {summary['rate_last_quarter']:.0f} "
-        f"| {final_bytes / mib:.1f} MiB at {args.events} |"
-    )
-    print(
+        f"| {final_bytes / mib:.1f} MiB at {args.events} |",
         f"acknowledged {result['acked']}, non-200 {result['errors']}, kept {kept}, "
-        f"counted by issues {counted}, server peak RSS {rss:.0f} MiB, load {summary['load']:.1f}"
+        f"counted by issues {counted}, server peak RSS {rss:.0f} MiB, load {summary['load']:.1f}",
+    ]
+    result_file.write(
+        "inbox-retention",
+        summary,
+        table="\n".join(lines),
+        settings={"events": args.events, "max_events": limit},
+        load_before=load_before,
     )
-    print(f"results: {path}")
     if counted != result["acked"] or kept > limit + 1000:
         sys.exit("FAILED: issue counts are not true totals, or retention did not keep up")
 
