@@ -81,12 +81,16 @@ class EventPipeline:
             self.on_log(log)
         return self.scrubber.scrub_log(log)
 
+    def before_send_metric(self, metric: Event, hint: Hint) -> Event | None:
+        return self.scrubber.scrub_metric(metric)
+
     def sdk_options(self) -> dict[str, Any]:
         return {
             "before_send": self.before_send,
             "before_send_transaction": self.before_send_transaction,
             "before_breadcrumb": self.before_breadcrumb,
             "before_send_log": self.before_send_log,
+            "before_send_metric": self.before_send_metric,
         }
 
 

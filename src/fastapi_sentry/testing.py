@@ -89,6 +89,11 @@ class CapturedEnvelopes:
     def logs(self) -> list[dict[str, Any]]:
         return [log for batch in self.items("log") for log in batch.get("items", [])]
 
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """`sentry_sdk.metrics` values, one dict per value (they travel in batches)."""
+        return [m for batch in self.items("trace_metric") for m in batch.get("items", [])]
+
     def clear(self) -> None:
         for transport in self.transports:
             transport.envelopes.clear()

@@ -50,6 +50,7 @@ SECRETS = {
     "stripe_key": "sk_live_e2eX9a8B7c6D5e4F3g2H1i0J",
     "breadcrumb_key": "crumb-e2e-0a9b8c7d6e",
     "log_token": "logtok-e2e-1f2e3d4c5b",
+    "metric_password": "mpw-e2e-Qz7Lk2Vb9",
 }
 REQUEST_ID = "req-e2e-7f3a9c12"
 USER_ID = "user-48213"
@@ -85,6 +86,17 @@ def make_app(dsn: str) -> FastAPI:
         )
         logging.getLogger("shop.partner").warning(
             "partner login with token=%s for %s", SECRETS["log_token"], SECRETS["email"]
+        )
+        # sentry-sdk sends metrics by default; their attributes are whatever the caller passed
+        sentry_sdk.metrics.count(
+            "checkout.failed",
+            1,
+            attributes={
+                "card": body.card,
+                "customer": SECRETS["email"],
+                "detail": f"retry with password {SECRETS['metric_password']}",
+                "sku": body.sku,
+            },
         )
         assert scope["headers"]
         assert database_url
@@ -126,6 +138,7 @@ def test_what_goes_over_the_wire_holds_no_planted_secret(
     events = sentry_receiver.wait_for_items("event", 1, timeout=15)
     sentry_receiver.wait_for_items("transaction", 1, timeout=15)
     sentry_receiver.wait_for_items("log", 1, timeout=15)
+    (metrics,) = sentry_receiver.wait_for_items("trace_metric", 1, timeout=15)
 
     wire = b"\n".join(sentry_receiver.bodies)
     leaked = {name: value for name, value in SECRETS.items() if value.encode() in wire}
@@ -154,3 +167,6 @@ def test_what_goes_over_the_wire_holds_no_planted_secret(
     assert "SKU-88172-BLK" in handler["vars"]["body"]  # the model's repr: secrets out, the rest in
     assert b"partner login with token=" in wire
     assert b"calling partner with api_key=" in wire
+    (metric,) = [m for m in metrics["items"] if m["name"] == "checkout.failed"]
+    assert metric["attributes"]["sku"]["value"] == "SKU-88172-BLK"
+    assert metric["attributes"]["detail"]["value"].startswith("retry with password ")

@@ -226,6 +226,12 @@ class Scrubber:
                 scrubbed = {**scrubbed, "attributes": self._blind(attributes, 0)}
         return scrubbed
 
+    def scrub_metric(self, metric: dict[str, Any]) -> dict[str, Any]:
+        """Scrub a metric as before_send_metric receives it: its attributes are free-form
+        values set by the caller (sentry-sdk sends `sentry_sdk.metrics.*` by default)."""
+        scrubbed: dict[str, Any] = self._guarded(metric, "metric")
+        return scrubbed
+
     def scrub_value(self, value: Any) -> Any:
         """Scrub any JSON-like value; the building block of the other entry points."""
         return self._guarded(value, "value")
