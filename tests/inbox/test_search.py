@@ -7,16 +7,20 @@ come from sentry-sdk itself, each with its own environment, release, user and ta
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sentry_sdk
+from fastapi import FastAPI
 
+import fastapi_sentry
 from fastapi_sentry.inbox import InboxServer
 from tests.inbox.conftest import api, page, set_status
 from tests.inbox_support import init_sdk, running_inbox
 from tests.support.sdk import forget_sentry
+from tests.support.server import serve
 
 SENT: list[dict[str, Any]] = [
     {
@@ -156,3 +160,24 @@ def test_a_bad_query_is_a_400_that_says_what_to_write(
 def test_unknown_period_on_the_issue_list_is_a_400(searched: InboxServer) -> None:
     text = page(searched, "/?statsPeriod=fortnight", 400)
     assert "statsPeriod=&#39;fortnight&#39; is not a period" in text
+
+
+def test_the_readmes_examples_find_what_install_sends(tmp_path: Path) -> None:
+    """`endpoint` is the method and the route template, `transaction` the template alone: the
+    README's search examples are checked against an event `install()` really sent."""
+    app = FastAPI()
+
+    @app.post("/checkout/{cart_id}")
+    async def checkout(cart_id: str) -> None:
+        raise RuntimeError("card declined")
+
+    with running_inbox(tmp_path) as inbox:
+        fastapi_sentry.install(app, dsn=inbox.dsn, environment="test", enable_tracing=False)
+        with serve(app) as url:
+            assert httpx.post(url + "/checkout/c-1", timeout=10).status_code == 500
+        inbox.wait_for(1, type="error")
+        for query in ('endpoint:"POST /checkout/{cart_id}"', "transaction:/checkout/{cart_id}"):
+            titles = [i["title"] for i in api(inbox, "/api/0/projects/{p}/issues/", query=query)]
+            assert titles == ["RuntimeError: card declined"], query
+        for query in ("endpoint:/checkout/{cart_id}", 'transaction:"POST /checkout/{cart_id}"'):
+            assert api(inbox, "/api/0/projects/{p}/issues/", query=query) == [], query
