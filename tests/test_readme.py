@@ -115,6 +115,7 @@ def test_public_api_is_sorted_and_deliberate() -> None:
         "track_business_event",
         "track_external_api_error",
         "track_slow_operation",
+        "user_from_auth_middleware",
         "user_from_jwt_claims",
         "user_from_state",
     }

@@ -26,7 +26,12 @@ from fastapi_sentry._helpers import (
 from fastapi_sentry._scrubbing import scrub_event
 from fastapi_sentry._settings import SentrySettings, load_settings
 from fastapi_sentry._setup import install
-from fastapi_sentry._users import UserResolver, user_from_jwt_claims, user_from_state
+from fastapi_sentry._users import (
+    UserResolver,
+    user_from_auth_middleware,
+    user_from_jwt_claims,
+    user_from_state,
+)
 from fastapi_sentry._version import __version__
 
 if TYPE_CHECKING:
@@ -54,6 +59,7 @@ __all__ = [
     "track_business_event",
     "track_external_api_error",
     "track_slow_operation",
+    "user_from_auth_middleware",
     "user_from_jwt_claims",
     "user_from_state",
 ]

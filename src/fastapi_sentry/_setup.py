@@ -281,7 +281,7 @@ def install(
 
     Settings come from the environment (`SENTRY_*`, `.env`) unless given; keyword overrides
     take any `SentrySettings` field. `user_resolvers` decide who the user of a request is
-    (default: `request.state.user`, then the `sub` claim of a bearer JWT). Raises
+    (default: `request.state.user`, Starlette's `scope["user"]`, then a bearer JWT's claims). Raises
     `ConfigError` with a one-line message when a setting is invalid. Returns the settings in
     effect. Calling it again for the same app does nothing.
     """
