@@ -82,6 +82,10 @@ def make_app() -> FastAPI:
     async def in_maintenance() -> None:
         raise HTTPException(status_code=503, detail="maintenance")
 
+    @app.get("/upstream")
+    async def upstream() -> None:
+        raise HTTPException(status_code=502, detail="upstream down")
+
     @app.get("/crash")
     async def crash() -> None:
         raise RuntimeError("unhandled crash")
@@ -173,6 +177,34 @@ def test_status_handlers_report_failed_statuses_and_only_those(receiver: Receive
     assert event["tags"]["http.status_code"] == "503"
 
 
+@pytest.mark.parametrize("response_ids", [False, True])
+def test_an_apps_catch_all_handler_is_reported_once(receiver: Receiver, response_ids: bool) -> None:
+    """`@app.exception_handler(Exception)` belongs to ServerErrorMiddleware, which re-raises."""
+    app = FastAPI()
+
+    @app.exception_handler(Exception)
+    async def everything(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": "internal", "kind": type(exc).__name__}, status_code=500)
+
+    @app.get("/divide")
+    async def divide() -> float:
+        return 1 / 0
+
+    fastapi_sentry.install(
+        app, dsn=receiver.dsn, traces_sample_rate=0.0, error_response_ids=response_ids
+    )
+    with serve(app) as url:
+        response = httpx.get(url + "/divide")
+    assert response.json() == {"error": "internal", "kind": "ZeroDivisionError"}
+    (event,) = errors(receiver)
+    assert exception_of(event)["type"] == "ZeroDivisionError"
+    assert exception_of(event)["mechanism"]["handled"] is False
+    if response_ids:
+        assert response.headers["x-sentry-event-id"] == event["event_id"]
+    else:
+        assert "x-sentry-event-id" not in response.headers
+
+
 # --- SENTRY_ERROR_RESPONSE_IDS ------------------------------------------------------------------
 
 
@@ -184,18 +216,19 @@ def test_ids_in_5xx_answers_are_off_by_default(receiver: Receiver) -> None:
 
 
 def test_5xx_answers_carry_the_event_and_request_ids_when_asked(receiver: Receiver) -> None:
-    crash, ledger, maintenance, missing = run(
+    crash, ledger, maintenance, upstream, missing = run(
         receiver,
         [
             ("GET", "/crash", None),
             ("GET", "/ledger/acme", None),
             ("GET", "/maintenance", None),
+            ("GET", "/upstream", None),
             ("GET", "/missing", None),
         ],
         error_response_ids=True,
     )
     by_id = {event["event_id"]: event for event in errors(receiver)}
-    assert len(by_id) == 3 == len(errors(receiver))  # marked, so not reported a second time
+    assert len(by_id) == 4 == len(errors(receiver))  # marked, so not reported a second time
 
     body = crash.json()
     assert crash.status_code == 500
@@ -218,6 +251,14 @@ def test_5xx_answers_carry_the_event_and_request_ids_when_asked(receiver: Receiv
     assert answer["detail"] == "down for maintenance"
     assert answer["request_id"] == maintenance.headers["x-request-id"]
     assert by_id[answer["event_id"]]["tags"]["http.status_code"] == "503"
+
+    # FastAPI's own {"detail": ...} gains the ids
+    assert upstream.json() == {
+        "detail": "upstream down",
+        "event_id": upstream.headers["x-sentry-event-id"],
+        "request_id": upstream.headers["x-request-id"],
+    }
+    assert exception_of(by_id[upstream.json()["event_id"]])["value"] == "upstream down"
 
     assert missing.json() == {"error": "not found"}  # not a 5xx: left alone
     assert "x-sentry-event-id" not in missing.headers

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Callable, Container
 from http import HTTPStatus
 from typing import Any
@@ -85,11 +86,24 @@ def reporting_handlers(
         # sentry-sdk wraps class-keyed handlers only (not status-keyed ones)
         by_sdk = sdk_applies_status_rule and isinstance(key, type)
         wrapped[key] = _reporting(
-            handler, failed_status_codes, sdk_applies_status_rule=by_sdk, response_ids=response_ids
+            handler,
+            failed_status_codes,
+            sdk_applies_status_rule=by_sdk,
+            response_ids=response_ids,
+            framework_json=handler in _framework_handlers(),
         )
     if response_ids and not server_error_keys:
         wrapped[Exception] = _server_error_with_ids(None)
     return wrapped
+
+
+def _framework_handlers() -> tuple[Handler, ...]:
+    """Handlers whose JSON is the framework's `{"detail": ...}`, not the app's own."""
+    try:
+        from fastapi.exception_handlers import http_exception_handler
+    except ImportError:  # pragma: no cover - fastapi is a dependency
+        return ()
+    return (http_exception_handler,)
 
 
 def _reporting(
@@ -98,6 +112,7 @@ def _reporting(
     *,
     sdk_applies_status_rule: bool,
     response_ids: bool,
+    framework_json: bool,
 ) -> Handler:
     from starlette._utils import is_async_callable
 
@@ -112,7 +127,7 @@ def _reporting(
         elif by_status or by_answer:
             event_id = _report_answered(exc, answered)
         if response_ids and isinstance(answered, int) and answered >= 500:
-            return with_ids(response, event_id)
+            return with_ids(response, event_id, framework_json=framework_json)
         return response
 
     if is_async_callable(handler):
@@ -159,22 +174,11 @@ def _server_error_with_ids(handler: Handler | None) -> Handler:
         with contextlib.suppress(AttributeError):
             setattr(exc, CAPTURED_MARK, event_id or "")
         if response is None:
-            answer = error_body(500, _phrase(500), event_id)
-            if event_id:
-                answer.headers[EVENT_ID_HEADER] = event_id
-            return answer
+            response = Response(status_code=500)  # answered as JSON by `with_ids`
         answered: Response = with_ids(response, event_id)
         return answered
 
     return server_error
-
-
-def error_body(status: int, detail: Any, event_id: str | None) -> JSONResponse:
-    """The JSON answer support can quote: what went wrong, the event id, the request id."""
-    return JSONResponse(
-        {"detail": detail, "event_id": event_id, "request_id": get_request_id()},
-        status_code=status,
-    )
 
 
 def _phrase(status: int) -> str:
@@ -184,27 +188,49 @@ def _phrase(status: int) -> str:
         return "Server Error"
 
 
-def with_ids(response: Any, event_id: str | None) -> Any:
-    """A 5xx answer that carries the ids: the app's own JSON (or streamed) body is kept and the
-    event id goes in a header; a text or empty body becomes the JSON of `error_body`."""
+def with_ids(response: Any, event_id: str | None, *, framework_json: bool = False) -> Any:
+    """A 5xx answer that carries the ids, always as an `X-Sentry-Event-ID` header and in the body
+    where that changes nothing the app wrote: a text or empty body becomes
+    `{"detail": <the text or the status phrase>, "event_id": ..., "request_id": ...}`, and the
+    framework's own `{"detail": ...}` (`framework_json`) gains the two ids.
+    A JSON body the app wrote itself, or a streamed one, is kept as it is."""
     if not isinstance(response, Response):
         return response
     body = getattr(response, "body", None)
     media = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media == "application/json" or media.endswith("+json") or not isinstance(body, bytes):
-        if event_id:
-            response.headers[EVENT_ID_HEADER] = event_id
-        return response
-    detail = _phrase(response.status_code)
-    if body and media.startswith("text/"):
-        detail = body.decode(response.charset or "utf-8", "replace")
-    answer = error_body(response.status_code, detail, event_id)
+    is_json = media == "application/json" or media.endswith("+json")
+    content: dict[str, Any] | None = None
+    if isinstance(body, bytes) and not is_json:
+        detail = _phrase(response.status_code)
+        if body and media.startswith("text/"):
+            detail = body.decode(response.charset or "utf-8", "replace")
+        content = {"detail": detail}
+    elif isinstance(body, bytes) and framework_json:
+        content = _json_object(body)
+    if content is not None:
+        response = _rebuilt(
+            response, {**content, "event_id": event_id, "request_id": get_request_id()}
+        )
+    if event_id:
+        response.headers[EVENT_ID_HEADER] = event_id
+    return response
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _rebuilt(response: Response, content: dict[str, Any]) -> JSONResponse:
+    """`content` as JSON with the answer's status, other headers and background tasks."""
+    answer = JSONResponse(content, status_code=response.status_code)
     answer.raw_headers += [
         (name, value)
         for name, value in response.raw_headers
         if name not in (b"content-length", b"content-type")
     ]
-    if event_id:
-        answer.headers[EVENT_ID_HEADER] = event_id
     answer.background = response.background
     return answer
