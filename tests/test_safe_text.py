@@ -73,6 +73,17 @@ def test_safe_text_shows_what_it_neutralised(text: str) -> None:
     )  # fmt: skip
 
 
+@given(st.text(), st.integers(min_value=0, max_value=50))
+def test_safe_text_cuts_what_it_would_show(text: str, limit: int) -> None:
+    """Cutting before escaping (so a 10 kB value costs what 200 characters cost) changes
+    nothing: the result is the whole text escaped, then cut."""
+    shown = safe_text(text, None)
+    expected = shown if len(shown) <= limit else shown[: limit - 3] + "..."
+    if limit < 3:
+        expected = shown[:limit]
+    assert safe_text(text, limit) == expected
+
+
 def test_safe_text_escapes_the_usual_attacks() -> None:
     assert safe_text("id\r\nINFO forged") == "id\\r\\nINFO forged"
     assert safe_text("\x1b[31mred\x1b[0m") == "\\x1b[31mred\\x1b[0m"

@@ -87,11 +87,22 @@ def safe_text(value: object, limit: int | None = SAFE_TEXT_LIMIT) -> str:
     or split a tag; then the text is cut to `limit` characters, ending in `...` when cut.
     """
     text = value if type(value) is str else _as_text(value)
+    cut = limit is not None and len(text) > limit
+    if cut:
+        text = text[:limit]  # escapes only lengthen: the rest could not show anyway
     if not text.isprintable():
-        text = "".join(map(_shown, text))
-    if limit is not None and len(text) > limit:
+        text = _NOT_PLAIN_ASCII.sub(_shown_run, text)
+    if limit is not None and (cut or len(text) > limit):
         text = text[: limit - 3] + "..." if limit >= 3 else text[:limit]
     return text
+
+
+# runs of characters other than printable ASCII: only these need a closer look
+_NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e]+")
+
+
+def _shown_run(match: re.Match[str]) -> str:
+    return "".join(map(_shown, match.group()))
 
 
 def _shown(ch: str) -> str:
