@@ -123,6 +123,22 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     assert settings.max_breadcrumbs == 30
 
 
+@pytest.mark.parametrize(
+    ("value", "codes"),
+    [
+        ("401,500-599", [401, *range(500, 600)]),
+        (" 500 - 599 ", list(range(500, 600))),
+        ("422, 500-502,429", [422, 429, 500, 501, 502]),
+        ('["401", "500-501"]', [401, 500, 501]),
+    ],
+)
+def test_status_codes_accept_ranges_and_lists(
+    monkeypatch: pytest.MonkeyPatch, value: str, codes: list[int]
+) -> None:
+    monkeypatch.setenv("SENTRY_FAILED_REQUEST_STATUS_CODES", value)
+    assert load_settings().failed_request_status_codes == codes
+
+
 def test_lists_accept_commas(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTRY_UNTRACED_PATHS", "/health, /internal")
     monkeypatch.setenv("SENTRY_FAILED_REQUEST_STATUS_CODES", "500,502,429")
@@ -167,6 +183,32 @@ def test_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
             "500,700",
             "Invalid Sentry settings: SENTRY_FAILED_REQUEST_STATUS_CODES holds 700, which is "
             "not an HTTP status code (100-599)",
+        ),
+        (
+            "SENTRY_FAILED_REQUEST_STATUS_CODES",
+            "500-600",
+            "Invalid Sentry settings: SENTRY_FAILED_REQUEST_STATUS_CODES holds 600, which is "
+            "not an HTTP status code (100-599)",
+        ),
+        (
+            "SENTRY_FAILED_REQUEST_STATUS_CODES",
+            "401,5xx",
+            "Invalid Sentry settings: SENTRY_FAILED_REQUEST_STATUS_CODES holds '5xx', which is "
+            "not a status code or a range; write codes and ranges separated by commas, such as "
+            "401,500-599",
+        ),
+        (
+            "SENTRY_FAILED_REQUEST_STATUS_CODES",
+            " 599 - 500 ",
+            "Invalid Sentry settings: SENTRY_FAILED_REQUEST_STATUS_CODES holds '599 - 500', a "
+            "range that ends before it starts; write 500-599",
+        ),
+        (
+            "SENTRY_FAILED_REQUEST_STATUS_CODES",
+            "500-,\uff15\uff10\uff10",  # a dangling dash; full-width digits
+            "Invalid Sentry settings: SENTRY_FAILED_REQUEST_STATUS_CODES holds '500-', which is "
+            "not a status code or a range; write codes and ranges separated by commas, such as "
+            "401,500-599",
         ),
         (
             "SENTRY_SCRUB_EXTRA_PATTERNS",

@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import MutableMapping
 from typing import Any, Protocol
 
@@ -73,11 +74,84 @@ class RequestIdLogFilter(logging.Filter):
         return True
 
 
+#: Sentry's limit for a tag value, in characters: what `safe_text` cuts to unless told otherwise.
+SAFE_TEXT_LIMIT = 200
+
+
+def safe_text(value: object, limit: int | None = SAFE_TEXT_LIMIT) -> str:
+    """Text that came from a request, made safe for a tag or a log line.
+
+    Every character that could start a line, move the cursor, colour a terminal or hide text
+    (CR, LF, NEL, U+2028, ESC, bidi overrides, lone surrogates: all but printable characters and
+    spaces) is written as its escape (`\\r`, `\\x1b`), so a crafted value cannot forge a log line
+    or split a tag; then the text is cut to `limit` characters, ending in `...` when cut.
+    """
+    text = value if type(value) is str else _as_text(value)
+    cut = limit is not None and len(text) > limit
+    if cut:
+        text = text[:limit]  # escapes only lengthen: the rest could not show anyway
+    if not text.isprintable():
+        text = _NOT_PLAIN_ASCII.sub(_shown_run, text)
+    if limit is not None and (cut or len(text) > limit):
+        text = text[: limit - 3] + "..." if limit >= 3 else text[:limit]
+    return text
+
+
+# runs of characters other than printable ASCII: only these need a closer look
+_NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e]+")
+
+
+def _shown_run(match: re.Match[str]) -> str:
+    return "".join(map(_shown, match.group()))
+
+
+def _shown(ch: str) -> str:
+    if ch.isprintable() or unicodedata.category(ch) == "Zs":  # spaces other than ' ' stay
+        return ch
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def _as_text(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__} object that cannot be shown>"
+
+
+def safe_tags(event: dict[str, Any]) -> None:
+    """Every tag key and text value of an event as `safe_text`, whoever set it (the request path,
+    user tags from a JWT's claims, the app's own `set_tag` with a header's value). Keys are cut
+    to Sentry's limit here; values are left whole for the size limits, which cut them to the same
+    limit with Sentry's `_meta` note."""
+    tags = event.get("tags")
+    if not isinstance(tags, dict):
+        return
+    for key, value in tags.items():
+        if type(key) is not str or not key.isprintable() or len(key) > SAFE_TEXT_LIMIT:
+            break
+        if type(value) is str and not value.isprintable():
+            break
+        if value is not None and type(value) not in (str, int, float, bool):
+            break
+    else:
+        return  # the usual case: nothing to change
+    event["tags"] = {
+        safe_text(key): value
+        if value is None or type(value) in (int, float, bool)
+        else safe_text(value, None)
+        for key, value in tags.items()
+    }
+
+
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 
 
 def sane_request_id(value: bytes) -> str | None:
-    """An incoming request id we can echo and tag safely, or None (then a new one is made)."""
+    """An incoming request id we can echo and tag safely, or None (then a new one is made).
+
+    Not repaired: an id with control characters, spaces or over 128 characters is not one a
+    proxy or client made, so a fresh id replaces it rather than a cleaned copy of its text.
+    """
     text = value.decode("latin-1")
     return text if _SANE_REQUEST_ID.fullmatch(text) else None
 

@@ -59,12 +59,16 @@ def _resolve(name: str) -> type[BaseException] | None:
     return None
 
 
-def _validation_errors() -> tuple[type[BaseException], ...]:
+def _validation_errors(failed_status_codes: frozenset[int]) -> tuple[type[BaseException], ...]:
+    """The client's validation errors, not reported unless 422 is a failed status (a websocket's
+    have no status: never reported)."""
     found: list[type[BaseException]] = []
     try:
         from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 
-        found += [RequestValidationError, WebSocketRequestValidationError]
+        found.append(WebSocketRequestValidationError)
+        if 422 not in failed_status_codes:
+            found.append(RequestValidationError)
     except ImportError:  # pragma: no cover - fastapi is a dependency
         pass
     return tuple(found)
@@ -79,7 +83,7 @@ class ExpectedErrorFilter:
         ignored: Iterable[str | type[BaseException]] = (),
     ) -> None:
         self.failed_status_codes = frozenset(failed_status_codes)
-        types: list[type[BaseException]] = list(_validation_errors())
+        types: list[type[BaseException]] = list(_validation_errors(self.failed_status_codes))
         for item in ignored:
             resolved = _resolve(item) if isinstance(item, str) else item
             if resolved is not None:

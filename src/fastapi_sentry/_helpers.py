@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi_sentry._context import current_request
+from fastapi_sentry._context import current_request, safe_text
 from fastapi_sentry._pipeline import CAPTURED_MARK, add_global_processor
 from fastapi_sentry._state import active_sdk as _sdk
 from fastapi_sentry._state import remember_event_id
@@ -165,13 +165,15 @@ def _enrich(
             scope.set_level(cast(Level, level))
         else:
             logger.warning(
-                "fastapi_sentry ignored level %r; use one of %s.", level, ", ".join(sorted(LEVELS))
+                "fastapi_sentry ignored level '%s'; use one of %s.",
+                safe_text(level),
+                ", ".join(sorted(LEVELS)),
             )
     if tags:
         with _guard("read the tags"):
             for key, value in dict(tags).items():
-                with _guard(f"set tag {_text(key)!r}"):
-                    scope.set_tag(_cut(_text(key), MAX_TAG), _cut(_text(value), MAX_TAG))
+                with _guard(f"set tag {safe_text(key)!r}"):
+                    scope.set_tag(safe_text(key, MAX_TAG), safe_text(value, MAX_TAG))
     for name, values in (contexts or {}).items():
         with _guard(f"set context {name!r}"):
             scope.set_context(name, cast(dict[str, Any], _bounded(values)))
@@ -425,7 +427,9 @@ def _number(value: object, what: str) -> float | None:
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        logger.warning("fastapi_sentry ignored %s=%r; it must be a number.", what, value)
+        logger.warning(
+            "fastapi_sentry ignored %s='%s'; it must be a number.", what, safe_text(value)
+        )
         return None
 
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi_sentry._context import current_request
+from fastapi_sentry._context import current_request, safe_tags
 from fastapi_sentry._event_size import fit_event
 from fastapi_sentry._filters import ExpectedErrorFilter
 from fastapi_sentry._graphql import filter_event_body
@@ -19,6 +19,7 @@ from fastapi_sentry._init_context import InitContext
 from fastapi_sentry._scrubbing import Scrubber
 from fastapi_sentry._settings import SentrySettings
 from fastapi_sentry._state import STATE, remember_event_id
+from fastapi_sentry._validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class EventPipeline:
         kept = self.expected(event, hint)
         if kept is None:
             return None
+        kept = describe_validation_error(kept, hint)
         if self.on_error_kept is not None:
             self.on_error_kept(kept)
         scrubbed = self._finish(kept)
@@ -67,10 +69,13 @@ class EventPipeline:
         return self._finish(event)
 
     def _finish(self, event: Event) -> Event:
-        """GraphQL body rules, start-up tags and context, scrubbing, then the size limits,
-        which must see the event as it will be sent (and cut only what is already scrubbed)."""
+        """GraphQL body rules, start-up tags and context, tags made safe text, scrubbing, then
+        the size limits, which must see the event as it will be sent (and cut only what is
+        already scrubbed)."""
         filter_event_body(event)
-        scrubbed = self.scrubber.scrub_event(self.init_context.apply(event))
+        event = self.init_context.apply(event)
+        safe_tags(event)
+        scrubbed = self.scrubber.scrub_event(event)
         return fit_event(scrubbed, max_breadcrumbs=self.max_breadcrumbs)
 
     def before_breadcrumb(self, crumb: Event, hint: Hint) -> Event | None:

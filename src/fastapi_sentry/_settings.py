@@ -165,7 +165,17 @@ class SentrySettings(BaseSettings):
     )
     failed_request_status_codes: IntCommaList = Field(
         default_factory=lambda: sorted(DEFAULT_FAILED_STATUS_CODES),
-        description="HTTPException statuses that are reported (default 500-599).",
+        description=(
+            "Statuses whose errors are reported, as codes and ranges (`401,500-599`); "
+            "list 422 to report validation errors."
+        ),
+    )
+    error_response_ids: bool = Field(
+        default=False,
+        description=(
+            "5xx answers carry the Sentry `event_id` and the `request_id` (JSON body, "
+            "or `X-Sentry-Event-ID` header when the app answered JSON itself)."
+        ),
     )
     ignored_exceptions: CommaList = Field(
         default_factory=list,
@@ -249,7 +259,6 @@ class SentrySettings(BaseSettings):
         "scrub_extra_keys",
         "scrub_extra_patterns",
         "scrub_safe_keys",
-        "failed_request_status_codes",
         mode="before",
     )
     @classmethod
@@ -297,13 +306,10 @@ class SentrySettings(BaseSettings):
             return None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("failed_request_status_codes")
+    @field_validator("failed_request_status_codes", mode="before")
     @classmethod
-    def _status_codes(cls, value: list[int]) -> list[int]:
-        bad = [code for code in value if not 100 <= code <= 599]
-        if bad:
-            raise ValueError(f"holds {bad[0]!r}, which is not an HTTP status code (100-599)")
-        return sorted(set(value))
+    def _status_codes(cls, value: Any) -> Any:
+        return parse_status_codes(value)
 
     @field_validator("untraced_paths")
     @classmethod
@@ -388,6 +394,48 @@ class SentrySettings(BaseSettings):
     @property
     def debug_endpoint_enabled(self) -> bool:
         return self.debug or self.is_development
+
+
+_STATUS_HELP = "write codes and ranges separated by commas, such as 401,500-599"
+
+
+def parse_status_codes(value: Any) -> Any:
+    """`401,500-599` (spaces allowed around codes and dashes), a JSON list, or a list of codes
+    and range strings → the sorted codes; a ValueError saying which entry is wrong and why."""
+    entries = _split_list(value)
+    if isinstance(entries, (set, frozenset, range, tuple)):
+        entries = list(entries)
+    if not isinstance(entries, list):
+        return entries  # pydantic says what type it wanted
+    codes: set[int] = set()
+    for entry in entries:
+        if isinstance(entry, bool):
+            raise ValueError(f"holds {entry!r}, which is not a status code; {_STATUS_HELP}")
+        if isinstance(entry, int):
+            low = high = entry
+        else:
+            text = str(entry).strip()
+            start, dash, end = text.partition("-")
+            if not _digits(start) or (dash and not _digits(end)):
+                raise ValueError(
+                    f"holds {text!r}, which is not a status code or a range; {_STATUS_HELP}"
+                )
+            low = int(start)
+            high = int(end) if dash else low
+            if low > high:
+                raise ValueError(
+                    f"holds {text!r}, a range that ends before it starts; write {high}-{low}"
+                )
+        for code in (low, high):
+            if not 100 <= code <= 599:
+                raise ValueError(f"holds {code!r}, which is not an HTTP status code (100-599)")
+        codes.update(range(low, high + 1))
+    return sorted(codes)
+
+
+def _digits(text: str) -> bool:
+    text = text.strip()
+    return text.isascii() and text.isdigit()
 
 
 def environment_sample_rate(environment: str) -> float:

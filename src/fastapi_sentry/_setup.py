@@ -356,28 +356,19 @@ def _request_path(settings: SentrySettings, resolvers: Sequence[UserResolver]) -
         )
 
         def fallback_path(app: Starlette, build: Callable[[], Any]) -> Any:
-            return RequestIdMiddleware(
-                build(), enricher=fallback, header=settings.request_id_header
-            )
+            stack = _build_reporting_handlers(app, build, settings, sdk_applies_status_rule=True)
+            return RequestIdMiddleware(stack, enricher=fallback, header=settings.request_id_header)
 
         return fallback_path
 
     from fastapi_sentry._fastpath.enrich import RequestEnricher
-    from fastapi_sentry._fastpath.handled_errors import with_failed_status_reporting
     from fastapi_sentry._fastpath.middleware import RequestContextMiddleware
     from fastapi_sentry._fastpath.sampling import HeadSampler
 
-    failed = frozenset(settings.failed_request_status_codes)
     enricher = RequestEnricher(user_resolvers=resolvers, send_default_pii=settings.send_default_pii)
 
     def lean_path(app: Starlette, build: Callable[[], Any]) -> Any:
-        # handlers that answer a failed status report it; the app's own dict is left as it was
-        handlers = app.exception_handlers
-        app.exception_handlers = with_failed_status_reporting(handlers, failed)
-        try:
-            stack = build()
-        finally:
-            app.exception_handlers = handlers
+        stack = _build_reporting_handlers(app, build, settings, sdk_applies_status_rule=False)
         return RequestContextMiddleware(
             stack,
             enricher=enricher,
@@ -387,6 +378,30 @@ def _request_path(settings: SentrySettings, resolvers: Sequence[UserResolver]) -
         )
 
     return lean_path
+
+
+def _build_reporting_handlers(
+    app: Starlette,
+    build: Callable[[], Any],
+    settings: SentrySettings,
+    *,
+    sdk_applies_status_rule: bool,
+) -> Any:
+    """The app's stack built with handlers that report the failed statuses they answer (see
+    `_exception_handlers`); the app's own dict is left as it was."""
+    from fastapi_sentry._exception_handlers import reporting_handlers
+
+    handlers = app.exception_handlers
+    app.exception_handlers = reporting_handlers(
+        handlers,
+        frozenset(settings.failed_request_status_codes),
+        sdk_applies_status_rule=sdk_applies_status_rule,
+        response_ids=settings.error_response_ids,
+    )
+    try:
+        return build()
+    finally:
+        app.exception_handlers = handlers
 
 
 def _max_body_bytes() -> int:

@@ -26,7 +26,7 @@ Request data, cookies, body, user, tags and the route-template transaction name 
 `_request_event.enrich_event` when an event is actually sent. A sampled request runs through
 `_traced`, which builds the same transaction the SDK builds (`http.server`, named by route
 template, status, request data). Handled `HTTPException`s with a failed status are reported by
-`_handled_errors`. Release-health request counts are kept by `_sessions`.
+`_exception_handlers`. Release-health request counts are kept by `_sessions`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from fastapi_sentry._context import RequestState, current_request, new_request_id, sane_request_id
+from fastapi_sentry._exception_handlers import report_exception
 from fastapi_sentry._fastpath import sessions
 from fastapi_sentry._fastpath._sdk_seam import (
     PropagationContext,
@@ -47,7 +48,6 @@ from fastapi_sentry._fastpath._sdk_seam import (
     _isolation_scope,
 )
 from fastapi_sentry._fastpath.enrich import RequestEnricher, transaction_name, url_name
-from fastapi_sentry._fastpath.handled_errors import report_exception
 from fastapi_sentry._fastpath.sampling import HeadOfTrace, HeadSampler
 from fastapi_sentry._fastpath.scope_fork import fork
 
