@@ -190,12 +190,25 @@ def _culprit(event: dict[str, Any], chain: list[dict[str, Any]]) -> str:
     explicit = as_str(event.get("culprit")) or as_str(event.get("transaction"))
     if explicit:
         return explicit
-    if chain:
+    if chain and not _synthetic(chain[-1]):  # Sentry gives a synthetic exception no culprit
         all_frames = frames(chain[-1])
         in_app = [f for f in all_frames if f.get("in_app") is True] or all_frames
         if in_app:
             last = in_app[-1]
             return f"{_frame_location(last)} in {as_str(last.get('function')) or '?'}"
+    return ""
+
+
+def _synthetic(exc: dict[str, Any]) -> bool:
+    return as_dict(exc.get("mechanism")).get("synthetic") is True
+
+
+def _crash_function(exc: dict[str, Any]) -> str:
+    """The function of the innermost in-app frame (Sentry's crash location), if it has a name."""
+    for frame in reversed(frames(exc)):
+        function = as_str(frame.get("function"))
+        if frame.get("in_app") is True and function not in ("", "?", "<redacted>", "<unknown>"):
+            return function
     return ""
 
 
@@ -206,6 +219,11 @@ def _title(event: dict[str, Any], chain: list[dict[str, Any]]) -> tuple[str, dic
         value = as_str(main.get("value"))
         first_line = value.splitlines()[0] if value else ""
         title = f"{exc_type}: {first_line}" if first_line else exc_type
+        if _synthetic(main):
+            # A stack trace the SDK made up (the JavaScript SDK's captureMessage): its type says
+            # nothing, so Sentry titles the issue by the crash location's function.
+            function = _crash_function(main)
+            return function or title, {"value": value, "function": function}
         return title, {"type": exc_type, "value": value}
     message = formatted_message(event)
     title = (message.splitlines()[0] if message else "") or "<unlabeled event>"
