@@ -20,6 +20,7 @@ BENCHMARKS = (
     ["bench_inprocess.py", "--instructions"],  # the README's figures for the request path
     ["bench_scrubbing.py"],
     ["bench_inbox_ingest.py", "--senders", "4", "8", "16", "--seconds", "8"],
+    ["bench_relay_normalizer.py"],  # after the ingest run: it compares with that figure
 )
 
 

@@ -75,6 +75,49 @@ def test_messages_group_by_template_without_parameters() -> None:
     assert group_event({"message": "plain"}).hash != group_event(a).hash
 
 
+def test_message_title_fills_in_params_when_the_sdk_sent_no_formatted_text() -> None:
+    # sentry-cli's `send-event -m "Hello %s" -a world` sends only the template and params;
+    # Sentry shows "Hello world" (tests/compat/ checks the same against Relay itself).
+    cli = {"logentry": {"message": "Hello %s", "params": ["world"]}}
+    assert group_event(cli).title == "Hello world"
+    assert group_event({"logentry": {"message": "{0} of {1}", "params": [3, 4]}}).title == "3 of 4"
+    # a placeholder without its parameter keeps the template, as Relay does
+    assert group_event({"logentry": {"message": "%s and %s", "params": ["a"]}}).title == (
+        "%s and %s"
+    )
+    # the template still groups: other parameters, same issue
+    other = {"logentry": {"message": "Hello %s", "params": ["there"]}}
+    assert group_event(other).hash == group_event(cli).hash
+
+
+def test_a_synthetic_exception_is_titled_by_its_crash_function_like_sentry() -> None:
+    # @sentry/node's captureMessage attaches a made-up stack trace marked synthetic
+    frames = [
+        {"function": "Module._load", "filename": "node:internal/loader", "in_app": False},
+        {"function": "main", "filename": "/srv/job.cjs", "in_app": True},
+        {"function": "?", "filename": "/srv/job.cjs", "in_app": True},
+    ]
+    synthetic: dict[str, Any] = {
+        "message": "stock low",
+        "exception": {
+            "values": [
+                {
+                    "value": "stock low",
+                    "stacktrace": {"frames": frames},
+                    "mechanism": {"type": "generic", "synthetic": True},
+                }
+            ]
+        },
+    }
+    group = group_event(synthetic)
+    assert group.title == "main"
+    assert group.culprit == ""
+    assert group.metadata == {"value": "stock low", "function": "main"}
+    # no named in-app frame: the type and value, as Sentry falls back to
+    synthetic["exception"]["values"][0]["stacktrace"] = {"frames": frames[:1]}
+    assert group_event(synthetic).title == "Error: stock low"
+
+
 def test_title_culprit_and_level() -> None:
     group = group_event({**_error(APP, value="bad\nsecond line"), "level": "warning"})
     assert group.title == "ValueError: bad"

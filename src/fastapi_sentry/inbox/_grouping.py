@@ -8,6 +8,8 @@ message template with its parameters left out. Payloads are untrusted: every acc
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +85,85 @@ def message_template(event: dict[str, Any]) -> str:
 
 def formatted_message(event: dict[str, Any]) -> str:
     m = _message_fields(event)
-    return m["formatted"] or m["plain"] or m["template"]
+    if m["formatted"]:
+        return m["formatted"]
+    entry = as_dict(event.get("logentry")) or as_dict(event.get("message"))
+    interpolated = format_params(m["template"], entry.get("params"))
+    return interpolated or m["plain"] or m["template"]
+
+
+_PERCENT = re.compile(r"%(?:\(([^)]*)\))?[-+ #0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?([diouxXeEfFgGcrsa%])")
+_CURLY = re.compile(r"\{([^{}]*)\}")
+
+
+class _Unformattable(Exception):
+    pass
+
+
+def _param(params: Any, key: str | int) -> Any:
+    found = (isinstance(key, int) and isinstance(params, list) and key < len(params)) or (
+        isinstance(key, str) and isinstance(params, dict) and key in params
+    )
+    if not found or params[key] is None:
+        raise _Unformattable
+    return params[key]
+
+
+def _param_text(value: Any, conversion: str) -> str:
+    if conversion == "r":
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if conversion in "xXo":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Unformattable
+        return format(value, conversion)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_params(template: str, params: Any) -> str | None:
+    """``logentry.message`` with its ``params`` filled in, as Sentry's ingestion (Relay) does for
+    SDKs that send no ``formatted`` text (sentry-cli's ``send-event -m 'Hello %s' -a world``):
+    printf style when the template has a ``%``, else ``{}`` style; widths and precisions are
+    ignored. None (keep the template) when a placeholder has no parameter, as Relay keeps it."""
+    if not template or not isinstance(params, (list, dict)):
+        return None
+    position = 0
+
+    def percent(match: re.Match[str]) -> str:
+        nonlocal position
+        name, conversion = match.group(1), match.group(2)
+        if conversion == "%" and name is None:
+            return "%"
+        if name is None:
+            position += 1
+            return _param_text(_param(params, position - 1), conversion)
+        return _param_text(_param(params, name), conversion)
+
+    def curly(match: re.Match[str]) -> str:
+        nonlocal position
+        field = match.group(1)
+        if not field:
+            position += 1
+            return _param_text(_param(params, position - 1), "s")
+        if field.isdigit():
+            return _param_text(_param(params, int(field)), "s")
+        if field.isidentifier():
+            return _param_text(_param(params, field), "s")
+        raise _Unformattable
+
+    try:
+        if "%" in template:
+            return _PERCENT.sub(percent, template)
+        if "{" in template:
+            return _CURLY.sub(curly, template)
+    except _Unformattable:
+        return None
+    return None
 
 
 def _default_components(event: dict[str, Any], chain: list[dict[str, Any]]) -> list[str]:
@@ -110,12 +190,25 @@ def _culprit(event: dict[str, Any], chain: list[dict[str, Any]]) -> str:
     explicit = as_str(event.get("culprit")) or as_str(event.get("transaction"))
     if explicit:
         return explicit
-    if chain:
+    if chain and not _synthetic(chain[-1]):  # Sentry gives a synthetic exception no culprit
         all_frames = frames(chain[-1])
         in_app = [f for f in all_frames if f.get("in_app") is True] or all_frames
         if in_app:
             last = in_app[-1]
             return f"{_frame_location(last)} in {as_str(last.get('function')) or '?'}"
+    return ""
+
+
+def _synthetic(exc: dict[str, Any]) -> bool:
+    return as_dict(exc.get("mechanism")).get("synthetic") is True
+
+
+def _crash_function(exc: dict[str, Any]) -> str:
+    """The function of the innermost in-app frame (Sentry's crash location), if it has a name."""
+    for frame in reversed(frames(exc)):
+        function = as_str(frame.get("function"))
+        if frame.get("in_app") is True and function not in ("", "?", "<redacted>", "<unknown>"):
+            return function
     return ""
 
 
@@ -126,6 +219,11 @@ def _title(event: dict[str, Any], chain: list[dict[str, Any]]) -> tuple[str, dic
         value = as_str(main.get("value"))
         first_line = value.splitlines()[0] if value else ""
         title = f"{exc_type}: {first_line}" if first_line else exc_type
+        if _synthetic(main):
+            # A stack trace the SDK made up (the JavaScript SDK's captureMessage): its type says
+            # nothing, so Sentry titles the issue by the crash location's function.
+            function = _crash_function(main)
+            return function or title, {"value": value, "function": function}
         return title, {"type": exc_type, "value": value}
     message = formatted_message(event)
     title = (message.splitlines()[0] if message else "") or "<unlabeled event>"
