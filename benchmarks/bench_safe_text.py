@@ -24,9 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import result_file
 from tests.scrubbing.corpus import benchmark_events
 
+import result_file
 from fastapi_sentry._context import safe_tags
 from fastapi_sentry._pipeline import EventPipeline
 from fastapi_sentry._settings import load_settings
