@@ -297,3 +297,25 @@ def test_the_breaker_pause_moves_errors_to_the_outbox_not_the_floor(
         found = markers(receiver.envelope_items("event"), "paused #")
         # the one answered 500, then all ten once each, oldest first
         assert found == ["paused #0", *(f"paused #{n}" for n in range(10))]
+
+
+def test_errors_captured_after_transactions_are_sent_before_them() -> None:
+    """What a graceful stop relies on: in the time it has, the errors go out first."""
+    with Receiver(delay=0.02) as receiver:
+        fastapi_sentry.install(
+            FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=0.0
+        )
+        for _ in range(40):
+            with sentry_sdk.start_transaction(name="before the errors", sampled=True):
+                pass
+        for n in range(10):
+            sentry_sdk.capture_message(f"first #{n}", level="error")
+        sentry_sdk.flush(timeout=30)
+        kinds = [
+            {str(headers.get("type")) for headers, _ in envelope.items}
+            for envelope in receiver.envelopes()
+        ]
+    error_positions = [n for n, types in enumerate(kinds) if "event" in types]
+    assert len(error_positions) == 10
+    # at most the transactions already in flight when the errors came go before them
+    assert max(error_positions) < 10 + 3, kinds[:15]
