@@ -24,6 +24,8 @@ from tests.support.receiver import Receiver, decompress, parse_envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.lean_only  # the fallback keeps sentry-sdk's own transport (tested below)
+
 
 def delivered_items(receiver: FaultReceiver, type: str) -> list[dict[str, Any]]:
     """Payloads of `type` items in the requests the receiver answered 200."""
@@ -319,3 +321,18 @@ def test_errors_captured_after_transactions_are_sent_before_them() -> None:
     assert len(error_positions) == 10
     # at most the transactions already in flight when the errors came go before them
     assert max(error_positions) < 10 + 3, kinds[:15]
+
+
+def test_the_fallback_keeps_sentry_sdks_own_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an untested sentry-sdk nothing of the transport's private side is relied on: plain
+    sentry-sdk behaviour (one queue, no outbox), as the README says."""
+    from fastapi_sentry._fastpath import _sdk_seam
+
+    monkeypatch.setattr(_sdk_seam, "PROBLEM", "forced by this test")
+    with Receiver() as receiver:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False)
+        current = sentry_sdk.get_client().transport
+        assert type(current) is sentry_sdk.transport.HttpTransport
+        sentry_sdk.capture_message("fallback", level="error")
+        sentry_sdk.flush(timeout=5)
+        assert markers(receiver.envelope_items("event"), "fallback") == ["fallback"]
