@@ -336,3 +336,35 @@ def test_the_fallback_keeps_sentry_sdks_own_transport(monkeypatch: pytest.Monkey
         sentry_sdk.capture_message("fallback", level="error")
         sentry_sdk.flush(timeout=5)
         assert markers(receiver.envelope_items("event"), "fallback") == ["fallback"]
+
+
+@pytest.mark.sdk_errors_expected
+@pytest.mark.parametrize("status", [500, 503])
+def test_an_envelope_the_receiver_always_fails_on_does_not_block_the_rest(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """A 500 to the same envelope five times drops it (`send_error`); a 503 is the receiver
+    being down, so the envelope waits however long that lasts."""
+    from fastapi_sentry._fastpath import delivery
+
+    monkeypatch.setattr(_transport, "FIRST_BACKOFF", 0.01)
+    monkeypatch.setattr(_transport, "MAX_BACKOFF", 0.02)
+    attempts = delivery.MAX_SERVER_ERRORS
+    with Receiver(status=status) as receiver:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False)
+        sentry_sdk.capture_message("poison", level="error")
+        # retried with short pauses: a 500 five times, a 503 for as long as it lasts
+        receiver.wait_for(attempts if status == 500 else 2 * attempts)
+        sentry_sdk.flush(timeout=5)
+        snapshot = transport().snapshot()
+        if status == 500:
+            assert snapshot.dropped[("send_error", "error")] == 1
+            assert len(markers(receiver.envelope_items("event"), "poison")) == attempts
+            assert snapshot.outbox_events == 0
+        else:
+            assert snapshot.outbox_events == 1
+            assert ("send_error", "error") not in snapshot.dropped
+        receiver.status = 200
+        sentry_sdk.capture_message("after", level="error")
+        sentry_sdk.flush(timeout=10)
+        assert markers(receiver.envelope_items("event"), "after")  # nothing blocks it

@@ -17,6 +17,8 @@ fails to send (receiver unreachable, 5xx) is gone. `DeliveryTransport` changes t
   A send that failed after its body went out (a timeout waiting for the answer, a connection cut)
   may have been accepted all the same: it is sent again. Sentry, and the inbox, keep an event id
   once, so the resend cannot show up twice, whereas dropping it could lose the error for good.
+  A 5xx other than 502-504 (a receiver that is down) answered `MAX_SERVER_ERRORS` times to the
+  same envelope drops it: one envelope the receiver cannot take must not hold back the rest.
 - Rate limits (429, `Retry-After`, `X-Sentry-Rate-Limits`) are sentry-sdk's own bookkeeping: new
   events of a limited category are dropped as it drops them (`ratelimit_backoff`), and the outbox
   waits for the limit to end before it sends again.
@@ -24,8 +26,9 @@ fails to send (receiver unreachable, 5xx) is gone. `DeliveryTransport` changes t
   `queue_overflow` (second queue full), `cache_overflow` (outbox full: the oldest goes),
   `network_error` (a transaction or the like that failed to send), `send_error` (refused),
   `ratelimit_backoff`; they are also counted for `GET /metrics`.
-- A graceful stop (`shutdown_timeout`) sends the first queue, then the outbox, then the rest; what
-  is left of errors is written to the spool when there is one.
+- A graceful stop (`shutdown_timeout`) sends the first queue, then the outbox (waiting out a
+  breaker pause that ends in time), then the rest; what is left of errors is written to the spool
+  when there is one.
 
 sentry-sdk's private names used here come from `_sdk_seam`; with an untested sentry-sdk
 `install()` keeps the SDK's own transport (one queue, no outbox), as documented in the README.
@@ -45,6 +48,7 @@ from typing import IO, Any, ClassVar, Literal, cast
 
 from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope, Item
+from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.utils import capture_internal_exceptions
 from sentry_sdk.worker import Worker
 
@@ -60,7 +64,13 @@ PRIORITY_ITEM_TYPES = frozenset({"event", "check_in"})
 #: How often the outbox looks again while a rate limit lasts, in seconds.
 RATE_LIMIT_POLL = 1.0
 
-Outcome = Literal["done", "retry"]
+Outcome = Literal["done", "retry", "failed"]  # failed: the receiver answered an error (5xx)
+
+#: Answers of a receiver that is down behind a proxy or restarting: the envelope is not at fault.
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+#: Other 5xx answers one envelope may get before it is dropped (`send_error`): an envelope the
+#: receiver fails on every time must not hold every error behind it for ever.
+MAX_SERVER_ERRORS = 5
 Job = Envelope | Callable[[], None]
 
 
@@ -201,19 +211,21 @@ class DeliveryWorker(Worker):
             with capture_internal_exceptions():
                 owner.deliver(job[0], job[1])
 
-    def _pending(self) -> bool:
+    def _pending(self, deadline: float) -> bool:
         owner = self.owner
-        outbox_ready = owner is not None and owner.outbox_wait() == 0.0
-        return self._busy or bool(self.priority) or bool(self.bulk) or outbox_ready
+        wait = owner.outbox_wait() if owner is not None else None
+        outbox_due = wait is not None and time.monotonic() + wait < deadline
+        return self._busy or bool(self.priority) or bool(self.bulk) or outbox_due
 
     def flush(self, timeout: float, callback: Any | None = None) -> None:
-        """Wait until both queues are empty and the outbox is empty or paused (a breaker pause or
-        a rate limit is not waited for: what it holds stays in the outbox)."""
+        """Wait until both queues are empty and the outbox is empty or paused for longer than
+        the time left (a pause that ends in time is waited for, so a graceful stop during a
+        short outage still delivers; a longer one keeps what it holds in the outbox)."""
         self._ensure_thread()
         deadline = time.monotonic() + timeout
         with self.cond:
             self.cond.notify_all()
-            while self._pending() and self.is_alive:
+            while self._pending(deadline) and self.is_alive:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     logger.debug(
@@ -244,6 +256,9 @@ class DeliveryTransport(ResilientTransport):
         self._send_errors = 0
         self._last_success: float | None = None
         super().__init__(options)
+        # what the transport logs about sending must not become events to send (a loop while
+        # the receiver fails), as sentry-sdk keeps its own logger out
+        ignore_logger(logger.name)
         self._slot_lock: IO[bytes] | None = None
         directory: Path | None = None
         if self.config.spool_dir:
@@ -334,8 +349,9 @@ class DeliveryTransport(ResilientTransport):
         if behind or self.backing_off:
             self._keep(kept)
             return
-        if self._post(kept) == "retry":
-            self._keep(kept)
+        outcome = self._post(kept)
+        if outcome != "done":
+            self._keep(kept, server_errors=int(outcome == "failed"))
         self._flush_client_reports()
 
     def _send_outbox_head(self) -> None:
@@ -347,15 +363,26 @@ class DeliveryTransport(ResilientTransport):
             envelope = Envelope.deserialize(head.body)
         except Exception:
             envelope = None
-        if envelope is None or self._post(envelope) == "done":
-            with self.delivery.cond:
-                if self.outbox.head() is head:
-                    self.outbox.remove_head()
+        outcome = "done" if envelope is None else self._post(envelope)
+        if outcome == "failed":
+            head.server_errors += 1
+            if head.server_errors < MAX_SERVER_ERRORS:
+                return
+            logger.error(
+                "Sentry answered %d server errors to the same envelope; it is dropped.",
+                head.server_errors,
+            )
+            self._outbox_dropped(head, "send_error")
+        elif outcome == "retry":
+            return
+        with self.delivery.cond:
+            if self.outbox.head() is head:
+                self.outbox.remove_head()
 
     def _send_bulk(self, envelope: Envelope) -> None:
         if self.backing_off:
             self._restore_client_reports(envelope)
-        elif self._post(envelope) == "done":
+        elif self._post(envelope) == "done":  # else dropped: only errors and check-ins are kept
             self._flush_client_reports()
             return
         self.on_dropped_event("network")
@@ -375,10 +402,10 @@ class DeliveryTransport(ResilientTransport):
             return None
         return envelope if len(items) == len(envelope.items) else Envelope(envelope.headers, items)
 
-    def _keep(self, envelope: Envelope) -> None:
+    def _keep(self, envelope: Envelope, server_errors: int = 0) -> None:
         body = envelope.serialize()
         with self.delivery.cond:
-            self.outbox.add(body, _categories(envelope))
+            self.outbox.add(body, _categories(envelope), server_errors)
             self.delivery.cond.notify_all()
 
     def _outbox_dropped(self, entry: Entry, reason: str) -> None:
@@ -391,7 +418,7 @@ class DeliveryTransport(ResilientTransport):
 
     def _post(self, envelope: Envelope) -> Outcome:
         """Send once: "done" when the receiver decided (accepted, limited or refused), "retry"
-        when it could not be reached or failed (5xx)."""
+        when it could not be reached or was unavailable (502-504), "failed" on another 5xx."""
         prepared = self._prepare_envelope(envelope)  # drops limited items, adds a client report
         if prepared is None:
             return "done"
@@ -422,7 +449,7 @@ class DeliveryTransport(ResilientTransport):
             return "done"
         if status >= 500:
             self._send_failed(sent)
-            return "retry"
+            return "retry" if status in UNAVAILABLE_STATUSES else "failed"
         logger.error("Sentry refused an envelope with HTTP %s; it is dropped.", status)
         with self._stats_lock:
             self._send_errors += 1

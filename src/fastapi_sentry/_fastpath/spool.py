@@ -37,6 +37,7 @@ class Entry:
     body: bytes
     categories: tuple[str, ...]
     path: Path | None = None
+    server_errors: int = 0  # 5xx answers it got (502-504 not counted)
 
 
 def _frame(body: bytes) -> bytes:
@@ -119,9 +120,9 @@ class Outbox:
     def head(self) -> Entry | None:
         return self._entries[0] if self._entries else None
 
-    def add(self, body: bytes, categories: tuple[str, ...]) -> None:
+    def add(self, body: bytes, categories: tuple[str, ...], server_errors: int = 0) -> None:
         """Keep an envelope, letting the oldest go when a bound would be passed."""
-        entry = Entry(body, categories)
+        entry = Entry(body, categories, server_errors=server_errors)
         if self.max_events <= 0 or len(body) > self.max_bytes:
             self._on_drop(entry, "cache_overflow")
             return
