@@ -282,13 +282,17 @@ def create_service_app() -> FastAPI:
     return app
 
 
-def service_env(dsn: str, queue_size: int) -> dict[str, str]:
-    """The monitored service's settings: production, and a queue cap the tests can see."""
-    return {
+def service_env(dsn: str, queue_size: int, outbox_events: int | None = None) -> dict[str, str]:
+    """The monitored service's settings: production, and a queue cap the tests can see
+    (`outbox_events`: SENTRY_SPOOL_MAX_EVENTS, when not the default)."""
+    env = {
         "SENTRY_DSN": dsn,
         "SENTRY_ENVIRONMENT": "production",
         "SENTRY_TRANSPORT_QUEUE_SIZE": str(queue_size),
     }
+    if outbox_events is not None:
+        env["SENTRY_SPOOL_MAX_EVENTS"] = str(outbox_events)
+    return env
 
 
 def memory_kb(pid: int, field: str = "VmRSS") -> int:

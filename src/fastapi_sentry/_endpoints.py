@@ -1,4 +1,5 @@
-"""The operational router: `GET /health`, `GET /sentry/status` and, in development, `/sentry-debug`.
+"""The operational router: `GET /health`, `GET /sentry/status`, `/sentry-debug` in development,
+and `GET /metrics` when asked for.
 
 Nothing here imports sentry_sdk: with Sentry disabled the status reads the settings alone, and
 with it enabled the SDK is already in `sys.modules` (install imported it).
@@ -10,7 +11,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from fastapi_sentry._errors import SentryDebugError
 from fastapi_sentry._health import run_health_checks
@@ -55,6 +56,17 @@ def build_router(settings: SentrySettings) -> APIRouter:
     async def sentry_status() -> dict[str, Any]:
         """Configuration as the SDK sees it; the DSN shows as host and project id, never the key."""
         return status_report(settings)
+
+    if settings.metrics_endpoint:
+        from fastapi_sentry import _metrics
+
+        _metrics.require_prometheus()
+
+        @router.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            """The integration's state for Prometheus: sent, dropped, queued, paused."""
+            body, content_type = _metrics.render()
+            return Response(body, media_type=content_type)
 
     if settings.debug_endpoint_enabled:
 

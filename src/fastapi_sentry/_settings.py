@@ -218,6 +218,23 @@ class SentrySettings(BaseSettings):
         default_factory=list,
         description="User fields also set as tags, e.g. `organization_id,role`.",
     )
+    # delivery (issue 12, point 1) and /metrics (point 2)
+    spool_dir: str | None = Field(
+        default=None,
+        description="Directory keeping undelivered errors and check-ins across restarts.",
+    )
+    spool_max_events: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Undelivered errors and check-ins kept for a later send (0: none kept).",
+    )
+    spool_max_mb: float = Field(
+        default=20.0, ge=0.0, le=10_000.0, description="Megabytes those may take, at most."
+    )
+    metrics_endpoint: bool = Field(
+        default=False, description="Mount GET /metrics (Prometheus; needs the `metrics` extra)."
+    )
 
     # --- validators -------------------------------------------------------------------------
 
@@ -246,7 +263,7 @@ class SentrySettings(BaseSettings):
                 return "production"
         return value
 
-    @field_validator("release", "server_name", mode="before")
+    @field_validator("release", "server_name", "spool_dir", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

@@ -112,16 +112,22 @@ def build_init_options(settings: SentrySettings, *, lean: bool = True) -> dict[s
         "_experiments": compression_options(),
     }
     if lean:
+        from fastapi_sentry._fastpath.delivery import DeliveryConfig, delivery_transport
         from fastapi_sentry._fastpath.enrich import add_request_attributes
         from fastapi_sentry._fastpath.sessions import note_sent_event
-        from fastapi_sentry._fastpath.transport import ResilientTransport
 
         pipeline = EventPipeline(
             settings, on_error_kept=note_sent_event, on_log=add_request_attributes
         )
         # our request path (_fastpath) does their work, for less; running both would double it
         options["disabled_integrations"] = [StarletteIntegration, FastApiIntegration]
-        options["transport"] = ResilientTransport
+        options["transport"] = delivery_transport(
+            DeliveryConfig(
+                spool_dir=settings.spool_dir,
+                max_events=settings.spool_max_events,
+                max_bytes=int(settings.spool_max_mb * 1024 * 1024),
+            )
+        )
     else:
         pipeline = EventPipeline(settings)
         failed = set(settings.failed_request_status_codes)

@@ -68,8 +68,9 @@ def test_network_errors_open_the_breaker(door: SlammingDoor) -> None:
     for n in range(50):
         sentry_sdk.capture_message(f"lost {n}")
     sentry_sdk.flush(timeout=5)
-    # one event's attempts (urllib3 retries 3 times), not 50 events' worth (200 connections)
-    assert 1 <= door.accepted <= 8
+    # the tries a 5 s flush has time for (after pauses of 1 and 2 s: three), four connections
+    # each (urllib3 retries 3 times), not 50 events' worth (200 connections)
+    assert 1 <= door.accepted <= 16
     assert client.transport.backing_off
 
 

@@ -84,6 +84,16 @@ _SHAPES: tuple[tuple[str, str], ...] = (
     ("HttpTransport", "_handle_response"),
     ("HttpTransport", "_make_pool"),
     ("HttpTransport", "record_lost_event"),
+    # the delivery transport (`delivery.py`) runs its own queues and sends with these
+    ("HttpTransport", "_create_worker"),
+    ("HttpTransport", "_prepare_envelope"),
+    ("HttpTransport", "_update_headers"),
+    ("HttpTransport", "_request"),
+    ("HttpTransport", "_update_rate_limits"),
+    ("HttpTransport", "_check_disabled"),
+    ("HttpTransport", "_is_rate_limited"),
+    ("HttpTransport", "_flush_client_reports"),
+    ("HttpTransport", "on_dropped_event"),
     ("sdk_client", "serialize"),  # replaced by the plain-JSON fast path
     ("sdk_serializer", "MAX_DATABAG_DEPTH"),
     ("sdk_serializer", "global_repr_processors"),

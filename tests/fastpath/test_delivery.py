@@ -1,0 +1,370 @@
+"""Errors first, and errors outlive an outage: the delivery transport against real receivers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+from fastapi import FastAPI
+
+import fastapi_sentry
+from fastapi_sentry._fastpath import transport as _transport
+from fastapi_sentry._fastpath.delivery import DeliveryTransport
+from tests.fault_support import FaultReceiver, child_env
+from tests.support.receiver import Receiver, decompress, parse_envelope
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.lean_only  # the fallback keeps sentry-sdk's own transport (tested below)
+
+
+def delivered_items(receiver: FaultReceiver, type: str) -> list[dict[str, Any]]:
+    """Payloads of `type` items in the requests the receiver answered 200."""
+    with receiver._lock:
+        arrivals = [a for a in receiver.arrivals if a.mode in ("healthy", "slow")]
+    items = []
+    for arrival in arrivals:
+        envelope = parse_envelope(decompress(arrival.body, arrival.encoding))
+        for headers, payload in envelope.items:
+            if headers.get("type") == type:
+                items.append(json.loads(payload))
+    return items
+
+
+def markers(events: list[dict[str, Any]], prefix: str) -> list[str]:
+    """The messages of the events that start with `prefix` (one per event, repeats kept)."""
+    found = []
+    for event in events:
+        message = event.get("message") or (event.get("logentry") or {}).get("message") or ""
+        if message.startswith(prefix):
+            found.append(message)
+    return found
+
+
+def wait_for_markers(receiver: FaultReceiver, prefix: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(set(markers(delivered_items(receiver, "event"), prefix))) < count:
+        if time.monotonic() > deadline:
+            got = len(set(markers(delivered_items(receiver, "event"), prefix)))
+            raise TimeoutError(f"{got} of {count} {prefix!r} events arrived within {timeout} s")
+        time.sleep(0.05)
+
+
+def transport() -> DeliveryTransport:
+    current = sentry_sdk.get_client().transport
+    assert isinstance(current, DeliveryTransport)
+    return current
+
+
+def client_report_counts(receiver: FaultReceiver | Receiver) -> Counter[tuple[str, str]]:
+    """(reason, category) -> quantity over every client report the receiver got."""
+    counts: Counter[tuple[str, str]] = Counter()
+    if isinstance(receiver, Receiver):
+        reports = receiver.envelope_items("client_report")
+    else:
+        reports = delivered_items(receiver, "client_report")
+    for report in reports:
+        for entry in report.get("discarded_events", []):
+            counts[entry["reason"], entry["category"]] += entry["quantity"]
+    return counts
+
+
+def test_errors_raised_while_the_receiver_is_down_all_arrive_once_after() -> None:
+    prefix = f"outage-{uuid.uuid4().hex}"
+    with FaultReceiver() as receiver:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False)
+        sentry_sdk.capture_message(f"{prefix} before")
+        sentry_sdk.flush(timeout=5)
+        receiver.set_mode("refuse")
+        down_until = time.monotonic() + 3.0
+        raised = 0
+        while time.monotonic() < down_until:  # one error every 0.1 s for the 3 s it is down
+            sentry_sdk.capture_message(f"{prefix} #{raised}", level="error")
+            raised += 1
+            time.sleep(0.1)
+        sentry_sdk.flush(timeout=2)  # what could be tried has been: the rest waits in the outbox
+        assert transport().snapshot().outbox_events >= raised - 1
+        receiver.set_mode("healthy")
+        wait_for_markers(receiver, f"{prefix} #", raised, timeout=30)
+        sentry_sdk.flush(timeout=5)
+        found = markers(delivered_items(receiver, "event"), f"{prefix} #")
+        assert sorted(found) == sorted(f"{prefix} #{n}" for n in range(raised))  # no repeats
+        snapshot = transport().snapshot()
+        assert snapshot.outbox_events == 0
+        assert snapshot.sent["error"] == raised + 1
+        assert not any(reason for reason, category in snapshot.dropped if category == "error")
+
+
+def test_a_queue_full_of_transactions_never_costs_an_error() -> None:
+    prefix = f"busy-{uuid.uuid4().hex}"
+    with Receiver(delay=0.02) as receiver:
+        fastapi_sentry.install(
+            FastAPI(),
+            dsn=receiver.dsn,
+            traces_sample_rate=1.0,
+            profiles_sample_rate=0.0,
+            transport_queue_size=5,
+        )
+        for n in range(30):
+            for _ in range(10):
+                with sentry_sdk.start_transaction(name="busy", sampled=True):
+                    pass
+            sentry_sdk.capture_message(f"{prefix} #{n}", level="error")
+        sentry_sdk.flush(timeout=30)
+        found = markers(receiver.envelope_items("event"), f"{prefix} #")
+        assert sorted(found) == sorted(f"{prefix} #{n}" for n in range(30))
+        dropped = transport().snapshot().dropped
+        assert dropped[("queue_overflow", "transaction")] > 0  # the queue was full
+        assert not any(category == "error" for _, category in dropped)
+        sentry_sdk.flush(timeout=5)  # the forced client report goes out
+        counts = client_report_counts(receiver)
+        assert counts["queue_overflow", "transaction"] == dropped[("queue_overflow", "transaction")]
+
+
+def test_the_outbox_keeps_its_bounds_and_reports_what_it_let_go() -> None:
+    prefix = f"bounded-{uuid.uuid4().hex}"
+    with FaultReceiver() as receiver:
+        receiver.set_mode("refuse")
+        fastapi_sentry.install(
+            FastAPI(), dsn=receiver.dsn, enable_tracing=False, spool_max_events=3
+        )
+        for n in range(10):
+            sentry_sdk.capture_message(f"{prefix} #{n}", level="error")
+        sentry_sdk.flush(timeout=5)
+        snapshot = transport().snapshot()
+        assert snapshot.outbox_events == 3
+        assert snapshot.dropped[("cache_overflow", "error")] == 7
+        receiver.set_mode("healthy")
+        wait_for_markers(receiver, f"{prefix} #", 3, timeout=30)
+        sentry_sdk.flush(timeout=5)
+        found = markers(delivered_items(receiver, "event"), f"{prefix} #")
+        assert sorted(found) == [f"{prefix} #{n}" for n in (7, 8, 9)]  # the oldest went first
+        assert client_report_counts(receiver)["cache_overflow", "error"] == 7
+
+
+def test_the_outbox_keeps_its_byte_bound() -> None:
+    with FaultReceiver() as receiver:
+        receiver.set_mode("refuse")
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False, spool_max_mb=0.05)
+        for n in range(20):
+            sentry_sdk.capture_message(f"big #{n} " + "x" * 8000, level="error")
+        sentry_sdk.flush(timeout=5)
+        snapshot = transport().snapshot()
+        assert 0 < snapshot.outbox_bytes <= 0.05 * 1024 * 1024
+        assert snapshot.outbox_events + snapshot.dropped[("cache_overflow", "error")] == 20
+        assert snapshot.outbox_events < 20
+
+
+def test_a_rate_limit_is_waited_out_by_the_outbox() -> None:
+    prefix = f"limited-{uuid.uuid4().hex}"
+    retry_after = 2
+    with FaultReceiver() as receiver:
+        receiver.set_mode("refuse")
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False)
+        for n in range(5):
+            sentry_sdk.capture_message(f"{prefix} #{n}", level="error")
+        sentry_sdk.flush(timeout=5)
+        assert transport().snapshot().outbox_events == 5
+        receiver.set_mode("ratelimit", retry_after=retry_after)
+        deadline = time.monotonic() + 30
+        while receiver.count("ratelimit") == 0:  # the breaker's pause ends, the head goes out
+            assert time.monotonic() < deadline, "the outbox never tried again"
+            time.sleep(0.02)
+        receiver.set_mode("healthy")
+        with receiver._lock:
+            limited_at = next(a.at for a in receiver.arrivals if a.mode == "ratelimit")
+        wait_for_markers(receiver, f"{prefix} #", 4, timeout=30)
+        sentry_sdk.capture_message(f"{prefix} after", level="error")
+        sentry_sdk.flush(timeout=5)
+        with receiver._lock:
+            inside = [
+                a for a in receiver.arrivals if limited_at < a.at < limited_at + retry_after - 0.2
+            ]
+        assert inside == []  # nothing was sent while the limit held
+        found = markers(delivered_items(receiver, "event"), f"{prefix} ")
+        # the one answered 429 is the receiver's to count; the other four, then the new one
+        assert sorted(found) == sorted(
+            [*(f"{prefix} #{n}" for n in range(1, 5)), f"{prefix} after"]
+        )
+        assert receiver.count("ratelimit") == 1
+
+
+_SPOOL_SCRIPT = """
+import logging, sys, sentry_sdk
+from fastapi import FastAPI
+import fastapi_sentry
+logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+fastapi_sentry.install(FastAPI())
+for n in range(int(sys.argv[1])):
+    sentry_sdk.capture_message(f"{sys.argv[2]} #{n}", level="error")
+sentry_sdk.flush(timeout=5)
+sentry_sdk.get_client().close(timeout=2)
+print("ok")
+"""
+
+
+def run_service(spool: Path, dsn: str, count: int, prefix: str) -> str:
+    env = child_env(
+        {
+            "SENTRY_DSN": dsn,
+            "SENTRY_SPOOL_DIR": str(spool),
+            "SENTRY_ENABLE_TRACING": "false",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _SPOOL_SCRIPT, str(count), prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    return result.stderr
+
+
+def test_the_spool_survives_a_restart_and_sets_damaged_files_aside(tmp_path: Path) -> None:
+    prefix = f"spooled-{uuid.uuid4().hex}"
+    spool = tmp_path / "spool"
+    with FaultReceiver() as receiver:
+        receiver.set_mode("refuse")
+        log = run_service(spool, receiver.dsn, 5, prefix)
+        assert "5 undelivered error(s) kept in SENTRY_SPOOL_DIR" in log
+        files = sorted((spool / "slot-0").glob("*.envelope"))
+        assert len(files) == 5
+        # a file cut short (a disk full, an editor), garbage, and a write that never finished
+        files[0].write_bytes(files[0].read_bytes()[:-10])
+        (spool / "slot-0" / "00000000000000000000-1-000001.envelope").write_bytes(b"\x00garbage")
+        (spool / "slot-0" / "00000000000000000001-1-000001.tmp").write_bytes(b"half")
+        receiver.set_mode("healthy")
+        log = run_service(spool, receiver.dsn, 0, prefix)
+        found = markers(delivered_items(receiver, "event"), f"{prefix} #")
+    assert len(found) == 4
+    assert len(set(found)) == 4
+    assert f"{prefix} #0" not in found  # the damaged one is not sent half
+    assert log.count("Set aside a damaged spool file") == 2, log
+    assert sorted(p.suffix for p in (spool / "slot-0").iterdir() if p.name != ".lock") == [
+        ".corrupt",
+        ".corrupt",
+    ]
+
+
+def test_a_second_process_on_the_same_spool_takes_its_own_slot(tmp_path: Path) -> None:
+    from fastapi_sentry._fastpath.spool import claim_slot
+
+    first = claim_slot(tmp_path)
+    second = claim_slot(tmp_path)
+    assert first is not None
+    assert second is not None
+    assert (first[0].name, second[0].name) == ("slot-0", "slot-1")
+    first[1].close()
+    third = claim_slot(tmp_path)
+    assert third is not None
+    assert third[0].name == "slot-0"
+    second[1].close()
+    third[1].close()
+
+
+@pytest.mark.sdk_errors_expected
+def test_the_breaker_pause_moves_errors_to_the_outbox_not_the_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_transport, "FIRST_BACKOFF", 60.0)
+    with Receiver(status=500) as receiver:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False)
+        for n in range(10):
+            sentry_sdk.capture_message(f"paused #{n}", level="error")
+        sentry_sdk.flush(timeout=5)
+        snapshot = transport().snapshot()
+        assert len(receiver.bodies) == 1  # one 500, then the pause
+        assert snapshot.paused
+        assert snapshot.outbox_events == 10
+        assert snapshot.send_errors == 1
+        receiver.status = 200
+        transport()._closed_at = time.monotonic()  # the pause is over, without waiting a minute
+        transport().delivery.wake()
+        sentry_sdk.flush(timeout=10)
+        found = markers(receiver.envelope_items("event"), "paused #")
+        # the one answered 500, then all ten once each, oldest first
+        assert found == ["paused #0", *(f"paused #{n}" for n in range(10))]
+
+
+def test_errors_captured_after_transactions_are_sent_before_them() -> None:
+    """What a graceful stop relies on: in the time it has, the errors go out first."""
+    with Receiver(delay=0.02) as receiver:
+        fastapi_sentry.install(
+            FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=0.0
+        )
+        for _ in range(40):
+            with sentry_sdk.start_transaction(name="before the errors", sampled=True):
+                pass
+        for n in range(10):
+            sentry_sdk.capture_message(f"first #{n}", level="error")
+        sentry_sdk.flush(timeout=30)
+        kinds = [
+            {str(headers.get("type")) for headers, _ in envelope.items}
+            for envelope in receiver.envelopes()
+        ]
+    error_positions = [n for n, types in enumerate(kinds) if "event" in types]
+    assert len(error_positions) == 10
+    # at most the transactions already in flight when the errors came go before them
+    assert max(error_positions) < 10 + 3, kinds[:15]
+
+
+def test_the_fallback_keeps_sentry_sdks_own_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an untested sentry-sdk nothing of the transport's private side is relied on: plain
+    sentry-sdk behaviour (one queue, no outbox), as the README says."""
+    from fastapi_sentry._fastpath import _sdk_seam
+
+    monkeypatch.setattr(_sdk_seam, "PROBLEM", "forced by this test")
+    with Receiver() as receiver:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False)
+        current = sentry_sdk.get_client().transport
+        assert type(current) is sentry_sdk.transport.HttpTransport
+        sentry_sdk.capture_message("fallback", level="error")
+        sentry_sdk.flush(timeout=5)
+        assert markers(receiver.envelope_items("event"), "fallback") == ["fallback"]
+
+
+@pytest.mark.sdk_errors_expected
+@pytest.mark.parametrize("status", [500, 503])
+def test_an_envelope_the_receiver_always_fails_on_does_not_block_the_rest(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """A 500 to the same envelope five times drops it (`send_error`); a 503 is the receiver
+    being down, so the envelope waits however long that lasts."""
+    from fastapi_sentry._fastpath import delivery
+
+    monkeypatch.setattr(_transport, "FIRST_BACKOFF", 0.01)
+    monkeypatch.setattr(_transport, "MAX_BACKOFF", 0.02)
+    attempts = delivery.MAX_SERVER_ERRORS
+    with Receiver(status=status) as receiver:
+        fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, enable_tracing=False)
+        sentry_sdk.capture_message("poison", level="error")
+        # retried with short pauses: a 500 five times, a 503 for as long as it lasts
+        receiver.wait_for(attempts if status == 500 else 2 * attempts)
+        sentry_sdk.flush(timeout=5)
+        snapshot = transport().snapshot()
+        if status == 500:
+            assert snapshot.dropped[("send_error", "error")] == 1
+            assert len(markers(receiver.envelope_items("event"), "poison")) == attempts
+            assert snapshot.outbox_events == 0
+        else:
+            assert snapshot.outbox_events == 1
+            assert ("send_error", "error") not in snapshot.dropped
+        receiver.status = 200
+        sentry_sdk.capture_message("after", level="error")
+        sentry_sdk.flush(timeout=10)
+        assert markers(receiver.envelope_items("event"), "after")  # nothing blocks it
