@@ -50,6 +50,25 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Loggers as they were: a test that starts a Celery worker in-process (which sets the root
+    logger's level) must not silence the log records a later test reports."""
+    import logging
+
+    loggers = [logging.getLogger(), *(
+        logger for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    )]  # fmt: skip
+    saved = [(lg, lg.level, lg.disabled, lg.propagate, lg.handlers[:]) for lg in loggers]
+    yield
+    for logger, level, disabled, propagate, handlers in saved:
+        logger.setLevel(level)
+        logger.disabled = disabled
+        logger.propagate = propagate
+        logger.handlers[:] = handlers
+
+
+@pytest.fixture(autouse=True)
 def reset_sentry(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test starts without a Sentry client and fails if the SDK swallowed an error."""
     swallowed: list[Any] = []
