@@ -28,7 +28,7 @@ from fastapi_sentry.inbox._store import _SCHEMA
 from fastapi_sentry.inbox._web import CSP
 from tests.inbox.conftest import api, page
 from tests.inbox.monitor_support import Webhook, alerting_inbox, engine
-from tests.inbox_support import auth_headers, envelope, event_item, init_sdk, snapshot
+from tests.inbox_support import envelope, event_item, init_sdk, post_envelope, snapshot
 
 PERFORMANCE = "/api/0/projects/{p}/performance/"
 SEGMENT_MS = [100, 200, 300]
@@ -312,12 +312,7 @@ def test_an_attachment_over_the_limit_is_refused_with_413_and_nothing_stored(
     before = snapshot(Path(inbox.db_path))
     big = b"x" * (10 * 1024 * 1024 + 1)
     body = envelope(event_item(), ({"type": "attachment", "filename": "big.log"}, big))
-    response = httpx.post(
-        f"{inbox.url}/api/{inbox.project.id}/envelope/",
-        content=body,
-        headers=auth_headers(inbox.project.public_key),
-        timeout=30,
-    )
+    response = post_envelope(inbox, body)
     assert response.status_code == 413
     assert "attachments up to 10485760 bytes" in response.json()["detail"]
     assert snapshot(Path(inbox.db_path)) == before

@@ -33,6 +33,7 @@ from fastapi_sentry.inbox._grouping import (
     group_event,
     user_key,
 )
+from fastapi_sentry.inbox._normalize import normalize_event, normalize_times, sent_at
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -215,11 +216,12 @@ def _telemetry_fields(entry: dict[str, Any], received: float) -> dict[str, Any]:
     }
 
 
-def _log_records(item: Item, payload: dict[str, Any], received: float) -> list[Record]:
+def _log_records(payload: dict[str, Any], received: float, sdk_sent: float | None) -> list[Record]:
     """``log`` items (Relay's ``OurLog``: timestamp, trace_id, level, body, attributes)."""
     records = []
     for entry in as_list(payload.get("items")):
         entry = as_dict(entry)
+        normalize_times(entry, "timestamp", (), received, sdk_sent)
         records.append(
             Record(
                 type="log",
@@ -296,10 +298,11 @@ def _segment_event(span: dict[str, Any], attrs: dict[str, Any], event_id: str) -
     return event
 
 
-def _streamed_span(entry: Any, received: float) -> dict[str, Any] | None:
+def _streamed_span(entry: Any, received: float, sdk_sent: float | None) -> dict[str, Any] | None:
     """The fields a span v2 must have (Relay's ``SpanV2``: trace_id, span_id, name, status,
     start and end timestamps are required); None for a span Relay would drop as invalid."""
     span = as_dict(entry)
+    normalize_times(span, "start_timestamp", ("end_timestamp",), received, sdk_sent)
     trace_id = _hex_id(span.get("trace_id"), _HEX32)
     span_id = _hex_id(span.get("span_id"), _HEX16)
     start = parse_timestamp(span.get("start_timestamp"), -1.0)
@@ -326,10 +329,11 @@ def _streamed_span(entry: Any, received: float) -> dict[str, Any] | None:
     }
 
 
-def _span_records(item: Item, payload: dict[str, Any], received: float) -> list[Record]:
+def _span_records(payload: dict[str, Any], received: float, sdk_sent: float | None) -> list[Record]:
     """Span v2 items (``{"items": [...]}``): a segment span becomes a transaction, every other
     span a ``span`` row named after its segment, so both count wherever transactions do."""
-    spans = [s for s in (_streamed_span(e, received) for e in as_list(payload.get("items"))) if s]
+    entries = as_list(payload.get("items"))
+    spans = [s for s in (_streamed_span(e, received, sdk_sent) for e in entries) if s]
     # A child without sentry.segment.name takes it from its segment when that came along.
     names = {s["span_id"]: s["segment_name"] for s in spans if s["is_segment"]}
     records = []
@@ -396,11 +400,14 @@ _SPAN_V2_FIELDS = frozenset(
 )
 
 
-def _trace_metric_records(item: Item, payload: dict[str, Any], received: float) -> list[Record]:
+def _trace_metric_records(
+    payload: dict[str, Any], received: float, sdk_sent: float | None
+) -> list[Record]:
     """``trace_metric`` items (Relay's ``TraceMetric``: name, type, value, unit, attributes)."""
     records = []
     for entry in as_list(payload.get("items")):
         entry = as_dict(entry)
+        normalize_times(entry, "timestamp", (), received, sdk_sent)
         value = entry.get("value")
         name = _opt(entry.get("name"))
         if name is None or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -488,7 +495,13 @@ def _raw_record(item: Item, received: float) -> Record:
     )
 
 
-def records_from_item(item: Item, env_id: Any, received: float) -> list[Record]:
+_EVENT_KINDS = frozenset({"event", "transaction", "feedback"})
+
+
+def records_from_item(
+    item: Item, env_id: Any, received: float, sdk_sent: float | None = None
+) -> list[Record]:
+    """The rows one item becomes; ``sdk_sent`` is the envelope's ``sent_at`` (clock drift)."""
     kind = item.type
     if kind not in JSON_ITEM_TYPES:
         if kind == "attachment":
@@ -502,6 +515,8 @@ def records_from_item(item: Item, env_id: Any, received: float) -> list[Record]:
             where=item.where(),
         )
     payload = load_json_object(item.payload, item.where())
+    if kind in _EVENT_KINDS and normalize_event(payload, received, sdk_sent):
+        item = Item(headers=item.headers, payload=_dumps(payload).encode(), index=item.index)
     if kind == "event":
         return [_error_record(item, payload, env_id, received)]
     if kind == "transaction":
@@ -509,11 +524,11 @@ def records_from_item(item: Item, env_id: Any, received: float) -> list[Record]:
     if kind == "check_in":
         return [_check_in_record(item, payload, received)]
     if kind == "log":
-        return _log_records(item, payload, received)
+        return _log_records(payload, received, sdk_sent)
     if kind == "span":
-        return _span_records(item, payload, received)
+        return _span_records(payload, received, sdk_sent)
     if kind == "trace_metric":
-        return _trace_metric_records(item, payload, received)
+        return _trace_metric_records(payload, received, sdk_sent)
     if kind == "feedback":
         return [_feedback_record(item, payload, env_id, received)]
     if kind == "user_report":
@@ -532,9 +547,10 @@ def records_from_item(item: Item, env_id: Any, received: float) -> list[Record]:
 
 def records_from_envelope(envelope: Envelope, received: float) -> list[Record]:
     env_id = envelope.headers.get("event_id")
+    sdk_sent = sent_at(envelope.headers)
     records: list[Record] = []
     for item in envelope.items:
-        records.extend(records_from_item(item, env_id, received))
+        records.extend(records_from_item(item, env_id, received, sdk_sent))
     return records
 
 
