@@ -336,3 +336,46 @@ def test_an_older_database_gains_the_ref_id_column(tmp_path: Path) -> None:
         assert conn.execute("SELECT type, ref_id FROM events").fetchall() == [("attachment", None)]
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(events)")}
         assert "events_ref" in indexes
+
+
+def _span_envelope(*spans: dict[str, Any]) -> bytes:
+    payload = json.dumps({"version": 2, "items": list(spans)}).encode()
+    headers = {"type": "span", "content_type": "application/vnd.sentry.items.span.v2+json"}
+    return envelope((headers, payload))
+
+
+def test_spans_that_arrive_before_their_segment_join_it_when_it_comes(inbox: InboxServer) -> None:
+    """A sender that names no segment on its spans and leaves out is_segment (the segment is
+    the span whose sentry.segment.id is its own id), with the segment in a later envelope."""
+    start = datetime.datetime.now(datetime.timezone.utc).timestamp() - 1
+    trace_id, segment_id = uuid.uuid4().hex, "1" * 16
+    segment_attr = {"sentry.segment.id": {"type": "string", "value": segment_id}}
+    child = {
+        "trace_id": trace_id,
+        "span_id": "2" * 16,
+        "parent_span_id": segment_id,
+        "name": "SELECT late",
+        "status": "ok",
+        "start_timestamp": start,
+        "end_timestamp": start + 0.04,
+        "attributes": {**segment_attr, "sentry.op": {"type": "string", "value": "db"}},
+    }
+    segment = {
+        "trace_id": trace_id,
+        "span_id": segment_id,
+        "name": "GET /late",
+        "status": "error",
+        "start_timestamp": start,
+        "end_timestamp": start + 0.1,
+        "attributes": segment_attr,
+    }
+    for body in (_span_envelope(child), _span_envelope(segment)):
+        assert post_envelope(inbox, body).status_code == 200
+    inbox.wait_for(1, type="transaction")
+    (row,) = api(inbox, PERFORMANCE, statsPeriod="1h")["data"]
+    assert row["transaction"] == "GET /late"
+    assert row["failure_rate"] == 1.0  # a streamed "error" status counts as failed
+    assert row["slowest_spans"][0]["description"] == "SELECT late"
+    assert row["slowest_spans"][0]["duration_ms"] == pytest_approx(40)
+    (span,) = api(inbox, "/api/0/projects/{p}/events/", type="span")
+    assert span["name"] == "SELECT late"

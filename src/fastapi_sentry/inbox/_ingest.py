@@ -36,6 +36,7 @@ from fastapi_sentry.inbox._grouping import (
 from fastapi_sentry.inbox._normalize import normalize_event, normalize_times, sent_at
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
+UNLABELED = "<unlabeled transaction>"
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
@@ -59,7 +60,7 @@ class Record:
     spans: list[tuple[str, str, float]] = field(default_factory=list)
     trace_id: str | None = None
     #: The row this one belongs to: the event of an attachment or a feedback, the segment
-    #: span of a streamed span.
+    #: span of a streamed span (a streamed segment's own span id: its spans point at it).
     ref_id: str | None = None
 
 
@@ -358,8 +359,9 @@ def _span_records(payload: dict[str, Any], received: float, sdk_sent: float | No
                 Record(
                     type="transaction",
                     data=_dumps(event),
-                    name=span["segment_name"] or "<unlabeled transaction>",
+                    name=span["segment_name"] or UNLABELED,
                     user_key=user_key(event),
+                    ref_id=span["span_id"],
                     **common,
                 )
             )

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from fastapi_sentry.inbox._errors import StorageError
-from fastapi_sentry.inbox._ingest import Record, span_event_id
+from fastapi_sentry.inbox._ingest import UNLABELED, Record, span_event_id
 from fastapi_sentry.inbox._monitor_schema import migrate, regress
 from fastapi_sentry.inbox._search import event_filter, issue_filter, parse
 
@@ -660,7 +660,22 @@ def _segment_name(conn: sqlite3.Connection, project_id: int, record: Record) -> 
             "'transaction'",
             (project_id, span_event_id(record.trace_id, record.ref_id)),
         ).fetchone()
-    return str(row[0]) if row else "<unlabeled transaction>"
+    return str(row[0]) if row else UNLABELED
+
+
+def _name_early_spans(conn: sqlite3.Connection, project_id: int, record: Record) -> None:
+    """A streamed segment that arrives after spans which did not carry its name: they take it
+    now, so the slowest spans list them under their transaction."""
+    early = (
+        "SELECT id FROM events WHERE project_id = ? AND ref_id = ? AND type = 'span' "
+        "AND trace_id = ? AND name = ?"
+    )
+    params = (project_id, record.ref_id, record.trace_id, UNLABELED)
+    conn.execute(
+        f"UPDATE spans SET transaction_name = ? WHERE event_row IN ({early})",  # noqa: S608
+        (record.name, *params),
+    )
+    conn.execute(f"UPDATE events SET name = ? WHERE id IN ({early})", (record.name, *params))  # noqa: S608
 
 
 def _insert_records(
@@ -749,6 +764,8 @@ def _insert_records(
                 record.ref_id,
             ),
         )
+        if record.type == "transaction" and record.ref_id is not None:
+            _name_early_spans(conn, project_id, record)
         if record.spans:
             conn.executemany(
                 "INSERT INTO spans (event_row, project_id, transaction_name, op, description, "
