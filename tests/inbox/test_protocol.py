@@ -14,6 +14,7 @@ import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -29,6 +30,8 @@ from fastapi_sentry.inbox._web import CSP
 from tests.inbox.conftest import api, page
 from tests.inbox.monitor_support import Webhook, alerting_inbox, engine
 from tests.inbox_support import envelope, event_item, init_sdk, post_envelope, snapshot
+from tests.test_inbox_web import IMG as HOSTILE_IMG
+from tests.test_inbox_web import SCRIPT as HOSTILE_SCRIPT
 
 PERFORMANCE = "/api/0/projects/{p}/performance/"
 SEGMENT_MS = [100, 200, 300]
@@ -379,3 +382,18 @@ def test_spans_that_arrive_before_their_segment_join_it_when_it_comes(inbox: Inb
     assert row["slowest_spans"][0]["duration_ms"] == pytest_approx(40)
     (span,) = api(inbox, "/api/0/projects/{p}/events/", type="span")
     assert span["name"] == "SELECT late"
+
+
+def test_hostile_metric_names_and_attributes_are_escaped(inbox: InboxServer) -> None:
+    init_sdk(inbox.dsn, enable_logs=True)
+    sentry_sdk.metrics.count(HOSTILE_IMG, 1, attributes={"who": HOSTILE_SCRIPT})
+    sentry_sdk.logger.info("plain", attributes={"payload": HOSTILE_IMG})
+    sentry_sdk.flush()
+    inbox.wait_for(1, type="trace_metric")
+    inbox.wait_for(1, type="log")
+    for path in ("/metrics/", "/logs/", "/metrics/?name=" + quote(HOSTILE_IMG)):
+        response = httpx.get(inbox.url + path, timeout=10)
+        assert response.headers["content-security-policy"] == CSP
+        assert "<img src=x" not in response.text, path
+        assert "<script>window" not in response.text, path
+        assert "&lt;img src=x onerror=" in response.text, path
