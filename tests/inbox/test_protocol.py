@@ -64,6 +64,8 @@ def _send_segments(inbox: InboxServer, **options: Any) -> list[str]:
         environment="staging",
         **options,
     )
+    if options.get("data_collection"):
+        sentry_sdk.set_user({"id": "u-1", "username": "ann"})
     trace_ids = []
     for ms in SEGMENT_MS:
         traces.new_trace()  # one request each, as a server's requests are
@@ -75,7 +77,7 @@ def _send_segments(inbox: InboxServer, **options: Any) -> list[str]:
 
 
 def test_a_streamed_segment_counts_as_a_transaction_everywhere(inbox: InboxServer) -> None:
-    trace_ids = _send_segments(inbox)
+    trace_ids = _send_segments(inbox, data_collection={"user_info": True})
     (items,) = api(inbox, PERFORMANCE, statsPeriod="1h")["data"]
     assert items["transaction"] == "GET /items"
     assert items["count"] == 3
@@ -97,6 +99,8 @@ def test_a_streamed_segment_counts_as_a_transaction_everywhere(inbox: InboxServe
     assert [event["transaction"] for event in listed] == ["GET /items"] * 3
     assert {event["contexts"]["trace"]["op"] for event in listed} == {"http.server"}
     assert {event["release"] for event in listed} == {"shop@2.0"}
+    users = {(event["user"]["id"], event["user"]["username"]) for event in listed}
+    assert users == {("u-1", "ann")}  # sentry-sdk's user.name attribute is the username
     spans = api(inbox, "/api/0/projects/{p}/events/", type="span")
     assert {span["name"] for span in spans} == {"SELECT items"}
 

@@ -248,11 +248,18 @@ def attribute_values(value: Any) -> dict[str, Any]:
     return values
 
 
+_USER_ATTRIBUTES = (
+    ("user.id", "id"),
+    ("user.name", "username"),  # sentry-sdk's name for the username (Sentry's conventions)
+    ("user.username", "username"),
+    ("user.email", "email"),
+    ("user.ip_address", "ip_address"),
+)
+
+
 def _user_from(attrs: dict[str, Any]) -> dict[str, Any]:
-    user = {f: attrs[f"user.{f}"] for f in ("id", "email", "username") if f"user.{f}" in attrs}
-    if "user.ip_address" in attrs:
-        user["ip_address"] = attrs["user.ip_address"]
-    return user
+    """The event ``user`` of a segment, from its ``user.*`` attributes."""
+    return {field: attrs[key] for key, field in _USER_ATTRIBUTES if attrs.get(key) is not None}
 
 
 def span_event_id(trace_id: str, span_id: str) -> str:
