@@ -105,13 +105,27 @@ def _event_correction(
     return corrections
 
 
-def _trim(container: dict[str, Any], key: str, limit: int, allowance: int) -> dict[str, Any] | None:
-    """Relay's trim_string: the meta to record when the value was trimmed, else None."""
-    value = container.get(key)
-    if not isinstance(value, str) or len(value) <= limit + allowance:
-        return None
-    container[key] = value[: limit - 3] + "..."
-    return {"rem": [["!limit", "s", limit - 3, limit]], "len": len(value)}
+def _trim(
+    payload: dict[str, Any],
+    container: Any,
+    limits: dict[str, tuple[int, int]],
+    path: tuple[str | int, ...],
+) -> bool:
+    """Relay's trim_string on the fields of ``container`` that have a limit; the ``_meta`` of
+    each trimmed one gets the original length and the ``!limit`` remark. True if any was."""
+    if not isinstance(container, dict):
+        return False
+    changed = False
+    for key, (limit, allowance) in limits.items():
+        value = container.get(key)
+        # the common case, a short value, costs a lookup and a length
+        if type(value) is not str or len(value) <= limit + allowance:
+            continue
+        container[key] = value[: limit - 3] + "..."
+        meta = {"rem": [["!limit", "s", limit - 3, limit]], "len": len(value)}
+        _meta_node(payload, *path, key).update(meta)
+        changed = True
+    return changed
 
 
 def normalize_event(payload: dict[str, Any], received: float, sdk_sent: float | None) -> bool:
@@ -129,28 +143,12 @@ def normalize_event(payload: dict[str, Any], received: float, sdk_sent: float | 
         error = [kind, {"sdk_time": _rfc3339(sdk_time), "server_time": _rfc3339(received)}]
         _meta_node(payload, "timestamp").setdefault("err", []).append(error)
         changed = True
-    for key, (limit, allowance) in _TOP_LEVEL_LIMITS.items():
-        meta = _trim(payload, key, limit, allowance)
-        if meta is not None:
-            _meta_node(payload, key).update(meta)
-            changed = True
-    logentry = payload.get("logentry")
-    if isinstance(logentry, dict):
-        for key, (limit, allowance) in _LOGENTRY_LIMITS.items():
-            meta = _trim(logentry, key, limit, allowance)
-            if meta is not None:
-                _meta_node(payload, "logentry", key).update(meta)
-                changed = True
+    changed |= _trim(payload, payload, _TOP_LEVEL_LIMITS, ())
+    changed |= _trim(payload, payload.get("logentry"), _LOGENTRY_LIMITS, ("logentry",))
     exception = payload.get("exception")
     values = as_list(as_dict(exception).get("values")) or as_list(exception)
     for index, exc in enumerate(values):
-        if not isinstance(exc, dict):
-            continue
-        for key, (limit, allowance) in _EXCEPTION_LIMITS.items():
-            meta = _trim(exc, key, limit, allowance)
-            if meta is not None:
-                _meta_node(payload, "exception", "values", index, key).update(meta)
-                changed = True
+        changed |= _trim(payload, exc, _EXCEPTION_LIMITS, ("exception", "values", index))
     return changed
 
 
