@@ -129,3 +129,27 @@ def test_a_log_sent_from_a_clock_a_day_ahead_is_moved_back(inbox: InboxServer) -
 
 def _parse(iso_time: str) -> float:
     return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+def test_streamed_spans_from_a_clock_an_hour_behind_are_moved_and_noted(inbox: InboxServer) -> None:
+    now = time.time()
+    client_now = now - HOUR
+    trace_id = uuid.uuid4().hex
+    segment = {
+        "trace_id": trace_id,
+        "span_id": "1" * 16,
+        "name": "GET /drift",
+        "status": "ok",
+        "is_segment": True,
+        "start_timestamp": client_now - 0.5,
+        "end_timestamp": client_now - 0.2,
+    }
+    child = {**segment, "span_id": "2" * 16, "parent_span_id": "1" * 16, "is_segment": False}
+    payload = json.dumps({"items": [segment, child]}).encode()
+    _post(inbox, envelope(({"type": "span"}, payload), headers={"sent_at": _iso(client_now)}))
+    (transaction,) = inbox.wait_for(1, type="transaction")
+    (span,) = inbox.events(type="span")
+    for stored, start in ((transaction, "start_timestamp"), (span, "start_timestamp")):
+        assert abs(stored[start] - (now - 0.5)) < 60
+        assert stored["_meta"][start][""]["err"][0][0] == "clock_drift"
+    assert round((transaction["timestamp"] - transaction["start_timestamp"]) * 1000) == 300

@@ -303,6 +303,8 @@ def _segment_event(span: dict[str, Any], attrs: dict[str, Any], event_id: str) -
         event["user"] = user
     if span.get("links"):
         event["links"] = span["links"]
+    if span.get("_meta"):  # a clock correction's note, on start_timestamp in both shapes
+        event["_meta"] = span["_meta"]
     return event
 
 
@@ -405,6 +407,7 @@ _SPAN_V2_FIELDS = frozenset(
         "end_timestamp",
         "links",
         "attributes",
+        "_meta",  # a clock correction's note (see _normalize)
     }
 )
 
