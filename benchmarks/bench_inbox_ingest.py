@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import gzip
 import json
 import multiprocessing
@@ -150,7 +151,11 @@ def make_event(number: int) -> dict[str, Any]:
 def make_body(number: int) -> tuple[str, bytes]:
     event = make_event(number)
     payload = json.dumps(event).encode()
-    header = json.dumps({"event_id": event["event_id"], "sent_at": "2026-01-01T00:00:00Z"})
+    # sent_at is the sender's clock when it sends, as sentry-sdk stamps it: the bodies are built
+    # seconds before they go out, so no clock-drift correction applies (a fixed date in the past
+    # would make the inbox correct, and re-serialize, every event as Relay would).
+    sent_at = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    header = json.dumps({"event_id": event["event_id"], "sent_at": sent_at})
     item = json.dumps({"type": "event", "length": len(payload)})
     envelope = f"{header}\n{item}\n".encode() + payload + b"\n"
     return event["event_id"], gzip.compress(envelope, compresslevel=6)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sentry_sdk
 
 from fastapi_sentry.inbox import InboxServer
@@ -71,6 +72,17 @@ def auth_headers(key: str) -> dict[str, str]:
         "X-Sentry-Auth": f"Sentry sentry_key={key}, sentry_version=7, sentry_client=tests/1.0",
         "Content-Type": "application/x-sentry-envelope",
     }
+
+
+def post_envelope(inbox: InboxServer, body: bytes) -> httpx.Response:
+    """POST an envelope to the inbox's default project with its DSN key, over a real socket."""
+    assert inbox.project is not None
+    return httpx.post(
+        f"{inbox.url}/api/{inbox.project.id}/envelope/",
+        content=body,
+        headers=auth_headers(inbox.project.public_key),
+        timeout=30,
+    )
 
 
 def snapshot(db_path: Path) -> dict[str, str]:

@@ -290,6 +290,9 @@ fuzz_item_types = st.sampled_from(
         "replay_event",
         "statsd",
         "span",
+        "trace_metric",
+        "feedback",
+        "user_report",
         "mystery",
         "",
     ]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,8 +35,17 @@ from fastapi_sentry.inbox._errors import (
     PayloadTooLargeError,
 )
 from fastapi_sentry.inbox._ingest import Record, records_from_envelope, records_from_store_body
-from fastapi_sentry.inbox._pages import issue_list, performance_list, release_list, trace_data
+from fastapi_sentry.inbox._pages import (
+    feedback_list,
+    issue_list,
+    log_list,
+    metric_list,
+    performance_list,
+    release_list,
+    trace_data,
+)
 from fastapi_sentry.inbox._store import InboxStore, Project, WriteJob
+from fastapi_sentry.inbox._telemetry import attachment_file, attachments
 from fastapi_sentry.inbox._triage import triage_routes
 from fastapi_sentry.inbox._web import web_routes
 
@@ -59,6 +70,28 @@ def error_response(error: InboxError, status_code: int | None = None) -> JSONRes
         error.to_json(),
         status_code=status_code or error.status_code,
         headers={"Connection": "close"},
+    )
+
+
+_MIMETYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,100}/[A-Za-z0-9!#$&^_.+-]{1,100}")
+_EVENT_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def download_response(entry: dict[str, Any], data: bytes) -> Response:
+    """An attachment as a download, never rendered by the browser: an uploaded HTML or SVG
+    file would otherwise run its script on the inbox's origin."""
+    mimetype = entry["mimetype"] if _MIMETYPE.fullmatch(entry["mimetype"]) else ""
+    name = str(entry["name"])
+    plain = re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200] or "attachment"
+    quoted = quote(name.encode("utf-8", "replace"), safe="")
+    return Response(
+        data,
+        media_type=mimetype or "application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quoted}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
     )
 
 
@@ -279,6 +312,54 @@ class _App:
         rows, threshold, period = performance_list(self.store, project, request.query_params)
         return JSONResponse({"statsPeriod": period, "threshold": threshold, "data": rows})
 
+    async def api_logs(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        return JSONResponse(
+            log_list(self.store, project, request.query_params, self._limit(request, 200))
+        )
+
+    async def api_metrics(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        return JSONResponse(
+            metric_list(self.store, project, request.query_params, self._limit(request, 200))
+        )
+
+    async def api_feedback(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        return JSONResponse(feedback_list(self.store, project, self._limit(request, 200)))
+
+    def _event_id(self, request: Request) -> str:
+        raw = str(request.path_params["event_id"])
+        event_id = raw.replace("-", "").lower()
+        if not _EVENT_ID.fullmatch(event_id):
+            raise NotFoundError(f"There is no event {raw!r}; event ids are 32 hex digits.")
+        return event_id
+
+    async def api_attachments(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        event_id = self._event_id(request)
+        with self.store.reading() as conn:
+            return JSONResponse(attachments(conn, project.id, event_id))
+
+    async def api_attachment(self, request: Request) -> Response:
+        self._read_guard(request)
+        project = self._project(request.path_params["project_id"])
+        event_id = self._event_id(request)
+        attachment_id = request.path_params["attachment_id"]
+        with self.store.reading() as conn:
+            found = attachment_file(conn, project.id, event_id, attachment_id)
+        if found is None:
+            raise NotFoundError(
+                f"Event {event_id} has no attachment {attachment_id!r}; list them at "
+                f"/api/0/projects/{project.id}/events/{event_id}/attachments/.",
+                where="path",
+            )
+        return download_response(*found)
+
     async def api_trace(self, request: Request) -> Response:
         self._read_guard(request)
         project = self._project(request.path_params["project_id"])
@@ -364,6 +445,19 @@ def create_app(
         ("/api/0/projects/{project_id}/performance/", app.api_performance, "GET"),
         ("/api/0/projects/{project_id}/traces/{trace_id}/", app.api_trace, "GET"),
         ("/api/0/projects/{project_id}/alerts/", app.api_alerts, "GET"),
+        ("/api/0/projects/{project_id}/logs/", app.api_logs, "GET"),
+        ("/api/0/projects/{project_id}/metrics/", app.api_metrics, "GET"),
+        ("/api/0/projects/{project_id}/user-feedback/", app.api_feedback, "GET"),
+        (
+            "/api/0/projects/{project_id}/events/{event_id}/attachments/",
+            app.api_attachments,
+            "GET",
+        ),
+        (
+            "/api/0/projects/{project_id}/events/{event_id}/attachments/{attachment_id}/",
+            app.api_attachment,
+            "GET",
+        ),
         ("/api/0/issues/{issue_id}/", app.api_issue, "GET"),
         ("/api/0/issues/{issue_id}/events/", app.api_issue_events, "GET"),
         ("/api/0/issues/{issue_id}/events/latest/", app.api_issue_latest, "GET"),

@@ -22,11 +22,31 @@ MIB = 1024 * 1024
 MAX_ITEM_SIZE = 1 * MIB
 #: Largest envelope, compressed or decompressed.
 MAX_ENVELOPE_SIZE = 20 * MIB
+#: Largest attachment. Relay's default ``max_attachment_size`` is 100 MiB (relay-config
+#: ``Limits``); the inbox keeps attachments in SQLite inside one request's commit, so it takes
+#: less, and says so with a 413.
+MAX_ATTACHMENT_SIZE = 10 * MIB
 
 # Item types whose payload is JSON the inbox understands; everything else is stored raw.
 JSON_ITEM_TYPES = frozenset(
-    {"event", "transaction", "check_in", "session", "sessions", "client_report", "log"}
+    {
+        "event",
+        "transaction",
+        "check_in",
+        "session",
+        "sessions",
+        "client_report",
+        "log",
+        "span",
+        "trace_metric",
+        "feedback",
+        "user_report",
+    }
 )
+#: Items holding ``{"items": [...]}`` of many records (streamed spans, logs, trace metrics):
+#: the SDKs batch up to 1000 of them (5 MB of spans), so the 1 MiB event limit does not apply;
+#: the envelope limit bounds them.
+CONTAINER_ITEM_TYPES = frozenset({"span", "log", "trace_metric"})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The tables and columns the monitor adds to an inbox database: triage, alerts and retention;
-release health, traces and the issue list's share of users.
+release health, traces, the issue list's share of users; attachments, feedback and streamed
+spans linked to their event or segment.
 
 Additive and idempotent: run on every open, it adds what an older database lacks and leaves
 existing rows as they were (an issue stored before triage existed is ``unresolved``).
@@ -76,6 +77,13 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS events_trace ON events (project_id, trace_id) "
         "WHERE trace_id IS NOT NULL"
+    )
+    # an event's attachments and feedback, a streamed span's segment (see Record.ref_id)
+    if "ref_id" not in event_columns:
+        conn.execute("ALTER TABLE events ADD COLUMN ref_id TEXT")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS events_ref ON events (project_id, ref_id) "
+        "WHERE ref_id IS NOT NULL"
     )
     existing = _columns(conn, "issues")
     added = set()

@@ -19,6 +19,13 @@ from fastapi_sentry.inbox._performance import parse_threshold, transactions
 from fastapi_sentry.inbox._period import PERIOD_CHOICES, Period, ago, parse_period
 from fastapi_sentry.inbox._releases import environments, releases
 from fastapi_sentry.inbox._store import InboxStore, Project
+from fastapi_sentry.inbox._telemetry import (
+    attachments,
+    feedback,
+    issue_event_ids,
+    logs,
+    trace_metrics,
+)
 from fastapi_sentry.inbox._traces import check_trace_id, trace
 from fastapi_sentry.inbox._triage import split_status
 
@@ -149,6 +156,7 @@ def performance_list(
             period,
             threshold_ms=threshold,
             environment=params.get("environment") or None,
+            release=params.get("release") or None,
         )
     return rows, threshold, period.label
 
@@ -172,5 +180,62 @@ def trace_data(store: InboxStore, project: Project, raw_trace_id: str) -> dict[s
     return found
 
 
+TRACE_LOGS = 50
+
+
 def trace_page(store: InboxStore, project: Project, raw_trace_id: str) -> Page:
-    return Page("trace.html", {"trace": trace_data(store, project, raw_trace_id)})
+    found = trace_data(store, project, raw_trace_id)
+    with store.reading() as conn:
+        found_logs = logs(conn, project.id, f"trace:{found['traceId']}", TRACE_LOGS)
+    return Page("trace.html", {"trace": found, "logs": found_logs})
+
+
+def log_list(
+    store: InboxStore, project: Project, params: QueryParams, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Logs matching ``query`` (level:, trace:, free text), newest first."""
+    with store.reading() as conn:
+        return logs(conn, project.id, params.get("query"), limit)
+
+
+def logs_page(store: InboxStore, project: Project, params: QueryParams) -> Page:
+    context: dict[str, Any] = {"query": params.get("query") or "", "logs": []}
+    try:
+        context["logs"] = log_list(store, project, params)
+    except InboxError as e:
+        return Page("logs.html", {**context, "error": e}, e.status_code)
+    return Page("logs.html", context)
+
+
+def metric_list(
+    store: InboxStore, project: Project, params: QueryParams, limit: int = 200
+) -> list[dict[str, Any]]:
+    with store.reading() as conn:
+        return trace_metrics(conn, project.id, params.get("name") or None, limit)
+
+
+def metrics_page(store: InboxStore, project: Project, params: QueryParams) -> Page:
+    rows = metric_list(store, project, params)
+    return Page("metrics.html", {"metrics": rows, "name": params.get("name") or ""})
+
+
+def feedback_list(store: InboxStore, project: Project, limit: int = 200) -> list[dict[str, Any]]:
+    with store.reading() as conn:
+        return feedback(conn, project.id, limit=limit)
+
+
+def feedback_page(store: InboxStore, project: Project, params: QueryParams) -> Page:
+    return Page("feedback.html", {"feedback": feedback_list(store, project)})
+
+
+def issue_extras(
+    store: InboxStore, project: Project, issue_id: int, event_id: str, trace_id: str
+) -> dict[str, Any]:
+    """What the issue page shows besides its event: the event's attachments, the issue's user
+    feedback and the logs of the event's trace."""
+    with store.reading() as conn:
+        return {
+            "attachments": attachments(conn, project.id, event_id) if event_id else [],
+            "feedback": feedback(conn, project.id, event_ids=issue_event_ids(conn, issue_id)),
+            "logs": logs(conn, project.id, f"trace:{trace_id}", TRACE_LOGS) if trace_id else [],
+        }

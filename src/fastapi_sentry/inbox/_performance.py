@@ -65,12 +65,18 @@ def transactions(
     *,
     threshold_ms: int = DEFAULT_APDEX_THRESHOLD_MS,
     environment: str | None = None,
+    release: str | None = None,
     slowest: int = 5,
     now: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One entry per transaction name seen in the period, slowest p95 first."""
+    """One entry per transaction name seen in the period, slowest p95 first (a streamed
+    segment is stored as a transaction, so it counts here like one)."""
     since = (time.time() if now is None else now) - period.seconds
-    env_sql, env_params = (" AND environment = ?", [environment]) if environment else ("", [])
+    env_sql, env_params = "", []
+    for column, value in (("environment", environment), ("release", release)):
+        if value:
+            env_sql += f" AND {column} = ?"
+            env_params.append(value)
     rows = conn.execute(
         "SELECT name, duration_ms, status, trace_id FROM events WHERE project_id = ? AND type = "  # noqa: S608
         "'transaction' AND duration_ms IS NOT NULL AND timestamp >= ?" + env_sql,

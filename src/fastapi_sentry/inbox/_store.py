@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from fastapi_sentry.inbox._errors import StorageError
-from fastapi_sentry.inbox._ingest import Record
+from fastapi_sentry.inbox._ingest import UNLABELED, Record, span_event_id
 from fastapi_sentry.inbox._monitor_schema import migrate, regress
 from fastapi_sentry.inbox._search import event_filter, issue_filter, parse
 
@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE INDEX IF NOT EXISTS spans_name ON spans (project_id, transaction_name, duration_ms);
 """
 
-_DEDUPLICATED_TYPES = ("error", "default", "transaction")
+_DEDUPLICATED_TYPES = ("error", "default", "transaction", "span", "feedback")
 
 # Environment and release in one statement (one or two rows): a statement less per event.
 _TAG_UPSERT_END = (
@@ -650,6 +650,34 @@ def _event_json(row: tuple[Any, ...]) -> dict[str, Any]:
     return event
 
 
+def _segment_name(conn: sqlite3.Connection, project_id: int, record: Record) -> str:
+    """The name of a streamed span's segment, sent in an earlier envelope (the span did not
+    carry ``sentry.segment.name``)."""
+    row = None
+    if record.trace_id and record.ref_id:
+        row = conn.execute(
+            "SELECT name FROM events WHERE project_id = ? AND event_id = ? AND type = "
+            "'transaction'",
+            (project_id, span_event_id(record.trace_id, record.ref_id)),
+        ).fetchone()
+    return str(row[0]) if row else UNLABELED
+
+
+def _name_early_spans(conn: sqlite3.Connection, project_id: int, record: Record) -> None:
+    """A streamed segment that arrives after spans which did not carry its name: they take it
+    now, so the slowest spans list them under their transaction."""
+    early = (
+        "SELECT id FROM events WHERE project_id = ? AND ref_id = ? AND type = 'span' "
+        "AND trace_id = ? AND name = ?"
+    )
+    params = (project_id, record.ref_id, record.trace_id, UNLABELED)
+    conn.execute(
+        f"UPDATE spans SET transaction_name = ? WHERE event_row IN ({early})",  # noqa: S608
+        (record.name, *params),
+    )
+    conn.execute(f"UPDATE events SET name = ? WHERE id IN ({early})", (record.name, *params))  # noqa: S608
+
+
 def _insert_records(
     conn: sqlite3.Connection, project_id: int, records: list[Record], received: float
 ) -> int:
@@ -663,6 +691,8 @@ def _insert_records(
             ).fetchone()
         ):
             continue  # an SDK retry of an event already stored: Sentry keeps one copy too
+        if record.type == "span" and record.name is None:
+            record.name = _segment_name(conn, project_id, record)
         issue_id = None
         group = record.group
         if group is not None:
@@ -713,7 +743,7 @@ def _insert_records(
         cur = conn.execute(
             "INSERT INTO events (project_id, type, event_id, issue_id, received, timestamp, "
             "environment, release, level, name, status, duration_ms, data, raw, trace_id, "
-            "user_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "user_key, ref_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 project_id,
                 record.type,
@@ -731,8 +761,11 @@ def _insert_records(
                 record.raw,
                 record.trace_id,
                 record.user_key,
+                record.ref_id,
             ),
         )
+        if record.type == "transaction" and record.ref_id is not None:
+            _name_early_spans(conn, project_id, record)
         if record.spans:
             conn.executemany(
                 "INSERT INTO spans (event_row, project_id, transaction_name, op, description, "

@@ -87,11 +87,31 @@ def _nodes(event_id: str, payload: dict[str, Any]) -> list[_Node]:
     return nodes
 
 
+def _streamed_node(event_id: str, segment: str, span: dict[str, Any]) -> _Node:
+    """A streamed (span v2) span that is not a segment: its op is the ``sentry.op`` attribute,
+    its description its name; the segment that holds it is a transaction row of its own."""
+    end = parse_timestamp(span.get("end_timestamp"), 0.0)
+    return _Node(
+        span_id=as_str(span.get("span_id")),
+        parent_span_id=as_str(span.get("parent_span_id")),
+        op=as_str(as_dict(as_dict(span.get("attributes")).get("sentry.op")).get("value")),
+        description=as_str(span.get("name")),
+        start=parse_timestamp(span.get("start_timestamp"), end),
+        end=end,
+        transaction=segment,
+        event_id=event_id,
+        status=as_str(span.get("status")),
+    )
+
+
 def trace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> dict[str, Any] | None:
-    """The trace as JSON (spans depth-first with offsets in ms, errors linked), or None."""
+    """The trace as JSON (spans depth-first with offsets in ms, errors linked), or None.
+
+    Transactions and streamed spans of one trace join in one tree, whichever SDK sent them."""
     rows = conn.execute(
-        "SELECT e.type, e.event_id, e.issue_id, e.data, i.title, i.level FROM events e "
+        "SELECT e.type, e.event_id, e.issue_id, e.data, e.name, i.title, i.level FROM events e "
         "LEFT JOIN issues i ON i.id = e.issue_id WHERE e.project_id = ? AND e.trace_id = ? "
+        "AND (e.type IN ('transaction', 'span') OR e.issue_id IS NOT NULL) "
         "ORDER BY e.timestamp",
         (project_id, trace_id),
     ).fetchall()
@@ -99,10 +119,13 @@ def trace(conn: sqlite3.Connection, project_id: int, trace_id: str) -> dict[str,
         return None
     nodes: list[_Node] = []
     errors: list[dict[str, Any]] = []
-    for type_, event_id, issue_id, data, title, level in rows:
+    for type_, event_id, issue_id, data, name, title, level in rows:
         payload = as_dict(json.loads(data))
         if type_ == "transaction":
             nodes.extend(_nodes(event_id, payload)[: max(0, MAX_SPANS - len(nodes))])
+        elif type_ == "span":
+            if len(nodes) < MAX_SPANS:
+                nodes.append(_streamed_node(event_id, as_str(name), payload))
         elif issue_id is not None:
             span_id = as_str(as_dict(as_dict(payload.get("contexts")).get("trace")).get("span_id"))
             errors.append(

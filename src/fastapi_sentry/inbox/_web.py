@@ -1,4 +1,4 @@
-"""Server-rendered pages: issue list, issue detail, performance and crons.
+"""Server-rendered pages: issue list, issue detail, performance, crons, logs, metrics, feedback.
 
 Everything comes from untrusted events, so templates autoescape and every page is served with a
 Content-Security-Policy that allows no script at all: the pages need none.
@@ -24,7 +24,16 @@ from fastapi_sentry.inbox._errors import InboxError, NotFoundError
 from fastapi_sentry.inbox._grouping import as_dict, as_list, as_str, exceptions, formatted_message
 from fastapi_sentry.inbox._ingest import trace_id_of
 from fastapi_sentry.inbox._monitor_schema import STATUSES
-from fastapi_sentry.inbox._pages import issue_stream, performance_page, releases_page, trace_page
+from fastapi_sentry.inbox._pages import (
+    feedback_page,
+    issue_extras,
+    issue_stream,
+    logs_page,
+    metrics_page,
+    performance_page,
+    releases_page,
+    trace_page,
+)
 from fastapi_sentry.inbox._store import InboxStore, Project, iso
 
 # Pages whose content lives in _pages (shared with the JSON API), by route name.
@@ -32,6 +41,9 @@ _MONITOR_PAGES = {
     "issues": issue_stream,
     "releases": releases_page,
     "performance": performance_page,
+    "logs": logs_page,
+    "metrics": metrics_page,
+    "feedback": feedback_page,
 }
 
 CSP = (
@@ -205,10 +217,15 @@ def web_routes(
             if issue is None:
                 raise NotFoundError(f"There is no issue {raw_id!r}.", where="path")
             event = store.latest_event(int(issue["id"]))
+            viewed = event_view(event or {})
+            extras = issue_extras(
+                store, project, int(issue["id"]), viewed["event_id"], viewed["trace_id"]
+            )
             return _html(
                 "issue.html",
                 issue=issue,
-                event=event_view(event or {}),
+                event=viewed,
+                **extras,
                 chart=_chart(store.issue_histogram(int(issue["id"]))),
                 csrf=form_token(),
                 statuses=STATUSES,
@@ -240,5 +257,8 @@ def web_routes(
         route("/releases/", "releases"),
         route("/traces/{trace_id}/", "trace"),
         route("/crons/", "crons"),
+        route("/logs/", "logs"),
+        route("/metrics/", "metrics"),
+        route("/feedback/", "feedback"),
         route("/alerts/", "alerts"),
     ]
