@@ -153,3 +153,14 @@ def test_streamed_spans_from_a_clock_an_hour_behind_are_moved_and_noted(inbox: I
         assert abs(stored[start] - (now - 0.5)) < 60
         assert stored["_meta"][start][""]["err"][0][0] == "clock_drift"
     assert round((transaction["timestamp"] - transaction["start_timestamp"]) * 1000) == 300
+
+
+def test_an_event_without_a_timestamp_is_dated_on_arrival_with_no_note() -> None:
+    """sentry-cli's saved envelopes carry an old `sent_at` and no timestamp: nothing was dated by
+    the SDK's clock, so there is nothing to correct (a note would be a processing error)."""
+    from fastapi_sentry.inbox._normalize import normalize_event
+
+    payload: dict[str, object] = {"event_id": "a" * 32, "level": "error", "message": "saved"}
+    received = 1_800_000_000.0
+    assert normalize_event(payload, received, received - 30_000_000) is False
+    assert "_meta" not in payload

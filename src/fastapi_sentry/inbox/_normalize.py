@@ -91,17 +91,17 @@ def _event_correction(
     payload: dict[str, Any], received: float, sdk_sent: float | None
 ) -> list[tuple[float, str, float]]:
     """(shift, error kind, SDK time) for an event: clock drift first, then the bounds."""
-    corrections = []
+    corrections: list[tuple[float, str, float]] = []
     timestamp = _epoch(payload.get("timestamp"))
+    if timestamp is None:  # nothing the SDK's clock dated: the arrival time stands, unnoted
+        return corrections
     if sdk_sent is not None and abs(int(received - sdk_sent)) >= MINIMUM_CLOCK_DRIFT:
         corrections.append((received - sdk_sent, "clock_drift", sdk_sent))
-        if timestamp is not None:
-            timestamp += received - sdk_sent
-    if timestamp is not None:
-        if timestamp > received + MAX_SECS_IN_FUTURE:
-            corrections.append((received - timestamp, "future_timestamp", timestamp))
-        elif timestamp < received - MAX_SECS_IN_PAST:
-            corrections.append((received - timestamp, "past_timestamp", timestamp))
+        timestamp += received - sdk_sent
+    if timestamp > received + MAX_SECS_IN_FUTURE:
+        corrections.append((received - timestamp, "future_timestamp", timestamp))
+    elif timestamp < received - MAX_SECS_IN_PAST:
+        corrections.append((received - timestamp, "past_timestamp", timestamp))
     return corrections
 
 
