@@ -173,3 +173,15 @@ def test_over_a_real_server_the_inbox_stores_tags_context_and_organization(
     assert tags["role"] == "viewer"
     assert event["contexts"]["app"] == {"app_name": "checkout", "app_version": "1.4.2"}
     assert event["user"]["organization_id"] == "org-9"
+
+
+def test_a_debug_build_says_so_in_the_app_context(sentry_events: CapturedEnvelopes) -> None:
+    """Seed 003 wants the debug status beside the version: Sentry's `build_type`."""
+    app = make_app(app_name="checkout", release="1.4.2", debug=True)
+    assert asyncio.run(call(app, "/boom")) == 500
+    [error] = sentry_events.errors
+    assert error["contexts"]["app"] == {
+        "app_name": "checkout",
+        "app_version": "1.4.2",
+        "build_type": "debug",
+    }

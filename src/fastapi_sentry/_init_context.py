@@ -24,7 +24,9 @@ class InitContext:
     def __init__(self, settings: SentrySettings) -> None:
         self.tags = settings.tag_map
         app = {"app_name": settings.app_name, "app_version": settings.effective_release}
-        self.app = {key: value for key, value in app.items() if value}
+        self.app: dict[str, Any] = {key: value for key, value in app.items() if value}
+        if settings.debug:  # seed 003: an event from a debug build says so (Sentry's build_type)
+            self.app["build_type"] = "debug"
         self.user_tags = tuple(settings.user_tags)
 
     def apply(self, event: Event) -> Event:
