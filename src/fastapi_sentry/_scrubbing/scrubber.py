@@ -741,7 +741,10 @@ class _CMatcher:
         self._lock = threading.Lock()
 
     @classmethod
+    @lru_cache(maxsize=8)
     def build(cls, patterns: tuple[tuple[bytes, bool], ...]) -> _CMatcher | None:
+        """Compiling takes a good part of a second: once per configuration and process, shared by
+        its Scrubbers (the lock makes that safe)."""
         try:
             hs = importlib.import_module("hyperscan")
         except ImportError:
