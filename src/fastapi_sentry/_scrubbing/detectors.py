@@ -670,6 +670,8 @@ def c_first_look_patterns(
         (r"[0-9](?:[ \-+%]?[0-9]){12}", False),
     ]
     if not send_default_pii:
-        patterns.append((r"\.[0-9]+\.[0-9]+\.[0-9]", False))  # IPv4
+        # IPv4 as in first_look_res: not after "127" (what is_personal_ipv4 keeps), which
+        # error messages are full of
+        patterns.append((r"(?:^.{0,2}|[^1].{2}|.[^2].|.{2}[^7])\.[0-9]+\.[0-9]+\.[0-9]", False))
         patterns.append((r":(?::|(?:[0-9A-Fa-f]{0,4}:){6})", False))  # IPV6_RE
     return tuple((p.encode("ascii"), caseless) for p, caseless in patterns)

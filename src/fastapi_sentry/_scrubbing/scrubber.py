@@ -755,7 +755,10 @@ class _CMatcher:
                 expressions=[p for p, _ in patterns],
                 ids=list(range(len(patterns))),
                 elements=len(patterns),
-                flags=[hs.HS_FLAG_CASELESS if caseless else 0 for _, caseless in patterns],
+                flags=[
+                    hs.HS_FLAG_DOTALL | (hs.HS_FLAG_CASELESS if caseless else 0)
+                    for _, caseless in patterns
+                ],
             )
         except Exception:  # a broken install must not break scrubbing: the Python path works
             logger.debug("hyperscan is installed but unusable; scrubbing without it", exc_info=True)
