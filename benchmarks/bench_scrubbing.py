@@ -6,10 +6,11 @@ Prints two tables:
 1. microseconds per event for a small, a typical (30 frames with locals, 50 breadcrumbs, 5 KB body)
    and a large event. "cold" clears the Scrubber's string cache before every event (nothing
    remembered from earlier events, only repeats within the event help); "warm" is the steady state
-   when the same code paths keep failing. EventScrubber mutates its input, so it gets a fresh deep
-   copy per iteration, made outside the timed region. Peak RSS of the process and the peak of
-   memory allocated during one call (tracemalloc, measured in a separate untimed pass) sit beside
-   the speed figures;
+   when the same code paths keep failing; "pure cold" is cold without the C matcher of the optional
+   `fast` extra (Hyperscan), as an install without it runs. EventScrubber mutates its input, so it
+   gets a fresh deep copy per iteration, made outside the timed region. Peak RSS of the process and
+   the peak of memory allocated during one call (tracemalloc, measured in a separate untimed pass)
+   sit beside the speed figures;
 2. the planted-secret corpus (tests/scrubbing/corpus.py) scored for our Scrubber, sentry-sdk's
    EventScrubber (default and recursive=True) and the seeds' top-level filter.
 
@@ -61,11 +62,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def pure_scrubber() -> Scrubber:
+    """A Scrubber without the C matcher of the optional `fast` extra, as an install without it."""
+    scrubber = Scrubber()
+    scrubber._c_matcher = None
+    return scrubber
+
+
 def corpus_table() -> dict[str, dict[str, int]]:
     cases = build_corpus()
     found: dict[str, dict[str, int]] = {}
     rows: list[tuple[str, Callable[[Event], Event]]] = [
         ("fastapi-sentry Scrubber", Scrubber().scrub_event),
+        ("fastapi-sentry Scrubber, no C matcher", pure_scrubber().scrub_event),
         ("sentry-sdk EventScrubber()", sentry_event_scrubber(recursive=False)),
         ("sentry-sdk EventScrubber(recursive=True)", sentry_event_scrubber(recursive=True)),
         ("seed 002 filter_sensitive_data", seed_002_filter),
@@ -196,10 +205,11 @@ def speed_table(quick: bool, against: str | None) -> dict[str, dict[str, float]]
     if before is not None:
         print(f"'before' is the Scrubber at {against}, timed in the same batches.")
     print()
-    columns = [("event", 8), ("size", 7), ("ours cold", 9), ("ours warm", 9)]
+    columns = [("event", 8), ("size", 7), ("ours cold", 9), ("ours warm", 9), ("pure cold", 9)]
     if before is not None:
         columns += [("before cold", 11), ("before warm", 11)]
     columns += [("EventScrubber", 13), ("recursive=True", 14), ("cold/rec", 8), ("warm/rec", 8)]
+    columns += [("pure cold/rec", 13)]
     if before is not None:
         columns += [("before cold/rec", 15)]
     columns += [("alloc ours", 10), ("alloc rec", 9), ("peak RSS", 8)]
@@ -213,9 +223,14 @@ def speed_table(quick: bool, against: str | None) -> dict[str, dict[str, float]]
         deep = EventScrubber(recursive=True, send_default_pii=False)
 
         scrubber.scrub_event(event)  # so that the first "warm" batch is warm
+        # "pure": the same Scrubber without the C matcher of the optional `fast` extra (Hyperscan),
+        # as an install without it runs; "ours" uses it where it is installed
+        pure = pure_scrubber()
+        pure.scrub_event(event)
         runs = {
             "cold": repeat(scrubber, event, cold=True),
             "warm": repeat(scrubber, event, cold=False),
+            "pure cold": repeat(pure, event, cold=True),
         }
         if before is not None:
             old = before()
@@ -232,11 +247,11 @@ def speed_table(quick: bool, against: str | None) -> dict[str, dict[str, float]]
         victim = copy.deepcopy(event)
         a_deep = alloc_peak_kb(lambda: deep.scrub_event(victim))  # type: ignore[arg-type]  # noqa: B023
         cells = [f"{name:<8}", f"{len(json.dumps(event)) / 1024:>4.0f} KB", f"{t_cold:>9.0f}",
-                 f"{t_warm:>9.0f}"]  # fmt: skip
+                 f"{t_warm:>9.0f}", f"{t['pure cold']:>9.0f}"]  # fmt: skip
         if before is not None:
             cells += [f"{t['before cold']:>11.0f}", f"{t['before warm']:>11.0f}"]
         cells += [f"{t_shallow:>13.0f}", f"{t_deep:>14.0f}", f"{t_cold / t_deep:>7.1f}x",
-                  f"{t_warm / t_deep:>7.1f}x"]  # fmt: skip
+                  f"{t_warm / t_deep:>7.1f}x", f"{t['pure cold'] / t_deep:>12.1f}x"]  # fmt: skip
         if before is not None:
             cells += [f"{t['before cold'] / t_deep:>14.1f}x"]
         cells += [f"{a_ours:>7.0f} KB", f"{a_deep:>6.0f} KB", f"{peak_rss_mb():>5.0f} MB"]
@@ -245,6 +260,8 @@ def speed_table(quick: bool, against: str | None) -> dict[str, dict[str, float]]
             "size_kb": round(len(json.dumps(event)) / 1024, 1),
             "ours_cold_us": round(t_cold, 1),
             "ours_warm_us": round(t_warm, 1),
+            "pure_cold_us": round(t["pure cold"], 1),
+            "c_matcher": scrubber._c_matcher is not None,
             "event_scrubber_us": round(t_shallow, 1),
             "event_scrubber_recursive_us": round(t_deep, 1),
             "alloc_ours_kb": round(a_ours),
@@ -258,13 +275,14 @@ def speed_table(quick: bool, against: str | None) -> dict[str, dict[str, float]]
     return found
 
 
-def breakdown() -> None:
+def breakdown() -> dict[str, float]:
     """The cold path of the typical event, step by step (private methods: this follows the code)."""
     from fastapi_sentry._scrubbing import detectors as d
     from fastapi_sentry._scrubbing import scrubber as s
 
     event = benchmark_events()["typical"]
-    scrubber = Scrubber()
+    scrubber = pure_scrubber()  # the steps below are the Python first look's
+    fast = Scrubber()  # with the C matcher where the `fast` extra is installed
     deep = EventScrubber(recursive=True, send_default_pii=False)
 
     def best(prepare: Run, n: int = 100) -> float:
@@ -272,9 +290,9 @@ def breakdown() -> None:
         times = []
         for _ in range(7):
             batch = prepare(n)
-            start = time.perf_counter()
+            start = CLOCK[0]()
             batch()
-            times.append((time.perf_counter() - start) / n * 1e6)
+            times.append((CLOCK[0]() - start) / n * 1e6)
         return min(times)
 
     def each(call: Callable[[], object]) -> Run:
@@ -299,6 +317,10 @@ def breakdown() -> None:
         scrubber.clear_cache()
         scrubber.scrub_event(event)
 
+    def cold_fast() -> None:
+        fast.clear_cache()
+        fast.scrub_event(event)
+
     pending = walk()
     strings = list(set(map(s._THIRD, pending)))
     joined = "\x00".join(strings)
@@ -310,7 +332,8 @@ def breakdown() -> None:
 
     steps: list[tuple[str, Run]] = [
         ("EventScrubber(recursive=True), for scale", on_copies(deep, event)),
-        ("scrub_event, cold, whole", each(cold)),
+        ("scrub_event, cold, whole, with the C matcher", each(cold_fast)),
+        ("scrub_event, cold, whole, Python first look", each(cold)),
         ("  walk: keys classified, new strings deferred", each(walk)),
         ("  distinct deferred strings", each(lambda: list(set(map(s._THIRD, pending))))),
         ("  first look, whole", each(lambda: scrubber._suspects(strings))),
@@ -320,6 +343,7 @@ def breakdown() -> None:
         ("    keyed separators: translate, split, key runs",
          each(lambda: scrubber._keyed_separators(raw))),
         ("    card digits: translate, find", each(cards)),
+        ("  first look, whole, with the C matcher", each(lambda: fast._suspects(strings))),
         (f"  detectors on the {len(flagged)} flagged strings",
          each(lambda: [scrubber._scan(strings[i]) for i in flagged])),
     ]  # fmt: skip
@@ -332,6 +356,7 @@ def breakdown() -> None:
     for name, us in rows:
         print(f"| {name:<52} | {us:>6.0f} |")
     print(f"\npeak RSS: {peak_rss_mb():.0f} MB")
+    return {name.strip(): round(us, 1) for name, us in rows}
 
 
 def main() -> None:
@@ -343,12 +368,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu:
         CLOCK[0] = time.process_time
-    if args.breakdown:
-        breakdown()
-        return
     import result_file
 
     load_before = result_file.machine()
+    if args.breakdown:
+        steps = breakdown()
+        result_file.write(
+            "scrubbing-breakdown",
+            {"typical_cold_steps_us": steps, "peak_rss_mb": round(peak_rss_mb(), 1)},
+            settings={"c_matcher": Scrubber()._c_matcher is not None},
+            load_before=load_before,
+        )
+        return
     print(f"Python {sys.version.split()[0]}, sentry-sdk {_sdk_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"peak RSS after imports: {peak_rss_mb():.0f} MB\n")

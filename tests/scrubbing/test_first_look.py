@@ -20,10 +20,22 @@ from fastapi_sentry._scrubbing import Scrubber
 from tests.scrubbing.corpus import BENIGN, benchmark_events, build_corpus
 from tests.scrubbing.test_properties import SHAPED, sensitive_key
 
-SCRUBBERS = {
-    "default": Scrubber(),
-    "pii": Scrubber(send_default_pii=True),
-    "extra": Scrubber(extra_keys=["tenant_pin", "zorg"], extra_patterns=[r"ACME-\d{6}"]),
+
+def pure(scrubber: Scrubber) -> Scrubber:
+    """The same scrubber without the C matcher (the optional `fast` extra), as most installs run."""
+    scrubber._c_matcher = None
+    return scrubber
+
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "pii": {"send_default_pii": True},
+    "extra": {"extra_keys": ["tenant_pin", "zorg"], "extra_patterns": [r"ACME-\d{6}"]},
+}
+# every configuration twice: with Hyperscan's one-pass first look where it is installed, and with
+# the Python first look
+SCRUBBERS = {name: Scrubber(**config) for name, config in CONFIGS.items()} | {
+    f"{name}-pure": pure(Scrubber(**config)) for name, config in CONFIGS.items()
 }
 # pieces of what the detectors react to, and of what merely looks close
 FRAGMENTS = [
@@ -118,11 +130,12 @@ def test_edges_of_the_joint_search(strings: list[str], secrets: list[str]) -> No
     assert [secret for secret in secrets if any(secret in s for s in out)] == []
 
 
-def test_first_look_flags_few_strings_of_a_typical_event() -> None:
+@pytest.mark.parametrize("name", ["default", "default-pure"])
+def test_first_look_flags_few_strings_of_a_typical_event(name: str) -> None:
     """Without this the first look could decay into "scan everything": still correct, but the
     cost the benchmark reports would come back unnoticed."""
     strings = sorted(all_strings(benchmark_events()["typical"], set()))
-    suspects = Scrubber()._suspects(strings)
+    suspects = SCRUBBERS[name]._suspects(strings)
     assert len(strings) > 300
     # the frame-local header repr with its bearer token must be among them
     assert any("authorization" in strings[i] for i in suspects)
@@ -170,7 +183,7 @@ def test_full_caches_are_emptied_without_losing_a_result(monkeypatch: pytest.Mon
         assert secret not in str(expected_b)
     monkeypatch.setattr(_scrubbing, "KEY_CACHE_SIZE", 3)
     monkeypatch.setattr(_scrubbing, "TEXT_CACHE_SIZE", 5)
-    small = Scrubber()
+    small = pure(Scrubber())  # the key-run cache belongs to the Python first look
     assert small.scrub_event(a) == expected_a
     remembered = (set(small._key_runs), set(small._cache))
     assert small.scrub_event(b) == expected_b
@@ -179,3 +192,30 @@ def test_full_caches_are_emptied_without_losing_a_result(monkeypatch: pytest.Mon
     assert not remembered[1] <= set(small._cache)
     assert len(small._kinds) <= 3
     assert small.scrub_event(a) == expected_a
+
+
+def test_the_c_matcher_is_used_where_it_is_installed() -> None:
+    """Without this a broken pattern list would silently send every install with the extra down
+    the Python path (correct, but the extra would buy nothing)."""
+    pytest.importorskip("hyperscan")
+    for name in CONFIGS:
+        assert SCRUBBERS[name]._c_matcher is not None, name
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strings=st.lists(TEXT, min_size=1, max_size=8), name=st.sampled_from(sorted(CONFIGS)))
+def test_the_same_output_with_and_without_the_c_matcher(strings: list[str], name: str) -> None:
+    event = {"extra": {"parts": strings, "one": strings[0]}, "message": strings[-1]}
+    fast, slow = Scrubber(**CONFIGS[name]), pure(Scrubber(**CONFIGS[name]))
+    assert fast.scrub_event(event) == slow.scrub_event(event)
+
+
+def test_a_busy_c_matcher_hands_over_to_the_python_first_look() -> None:
+    """Its scratch space serves one scan at a time: another thread meanwhile takes the Python
+    path and still finds the secret."""
+    pytest.importorskip("hyperscan")
+    scrubber = Scrubber()
+    assert scrubber._c_matcher is not None
+    with scrubber._c_matcher._lock:
+        out = scrubber.scrub_event({"extra": {"note": "password=hunter2-x"}})
+    assert out["extra"]["note"] == "password=[Filtered]"

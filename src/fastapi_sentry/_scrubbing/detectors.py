@@ -629,3 +629,49 @@ def first_look_res(*, send_default_pii: bool) -> tuple[tuple[str, re.Pattern[str
     if not send_default_pii:
         patterns.append(r":(?::|(?:[0-9A-Fa-f]{0,4}:){6})")  # IPV6_RE: "::" or 7 colons
     return tuple((p[1] if p[0] == "\\" else p[0], re.compile(p)) for p in patterns)
+
+
+def c_first_look_patterns(
+    *, send_default_pii: bool, triggers: Iterable[str]
+) -> tuple[tuple[bytes, bool], ...]:
+    """The whole first look as (pattern, caseless) pairs for a C multi-pattern matcher, which finds
+    them all in one pass where the Python first look makes a few dozen.
+
+    Each is the same necessary condition as its Python counterpart above, or a wider one: the
+    matcher (Hyperscan) has no lookbehind, so `J(?<=eyJ)` becomes `eyJ` and the 127.x.x.x exception
+    goes; bounded repeats become unbounded ones (cheaper to compile). The key=value scan becomes a
+    trigger fragment followed by key characters and what may sit between a key and its separator.
+    """
+    patterns: list[tuple[str, bool]] = [
+        (r"\(\s*b?[\"'][^\"'\x00]+[\"']\s*,\s*b?[\"']", False),  # KV_TUPLE_RE
+        (r"@", False),
+        (r"-----BEGIN", False),
+        (r"eyJ", False),
+        (r"A(?:KIA|SIA|BIA|CCA|Iza)", False),
+        (r"[srp]k_|sk-", False),
+        (r"whsec_", False),
+        (r"gh[pousr]_|github_pat_|glpat-", False),
+        (r"npm_", False),
+        (r"xox[abposr]-", False),
+        (r"hooks\.slack\.com", False),
+        (r"cookie", True),  # FIRST_LOOK_WORDS
+        # AUTH_SCHEMES before what str.isspace() calls a blank in ASCII, "+" or "%"
+        (r"(?:bearer|basic|digest)[\t\n\x0b\x0c\r\x1c-\x1f +%]", True),
+        # SECRET_PHRASE_FIRST_LOOK
+        (r"tokens?[ \t]", True),
+        (r"pass(?:w(?:or)?ds?|phrase|code)[ \t]", True),
+        (r"pwd[ \t]", True),
+        (r"secrets?[ \t]", True),
+        (r"(?:api|access|secret|private)[ _\-]?keys?[ \t]", True),
+        # the key=value scan (KEY_RUN_TABLE): a trigger inside a key run, then its separator
+        (r"(?:" + "|".join(map(re.escape, triggers)) + r")[a-z0-9_.\- \t\"'\\]*[:=]", True),
+        # DIGIT_RUN_RE as a card: 13 digits, at most one separator between two ("%20" is "%"
+        # and two digits)
+        (r"[0-9](?:[ \-+%]?[0-9]){12}", False),
+    ]
+    if not send_default_pii:
+        # IPv4 as in first_look_res: not after "127" (what is_personal_ipv4 keeps), which
+        # error messages are full of
+        patterns.append((r"(?:^.{0,2}|[^1].{2}|.[^2].|.{2}[^7])\.[0-9]+\.[0-9]+\.[0-9]", False))
+        patterns.append((r":(?::|(?:[0-9A-Fa-f]{0,4}:){6})", False))  # IPV6_RE
+    return tuple((p.encode("ascii"), caseless) for p, caseless in patterns)

@@ -12,10 +12,12 @@ before_send_transaction, before_breadcrumb and before_send_log, and testable wit
 from __future__ import annotations
 
 import datetime
+import importlib
 import itertools
 import logging
 import operator
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -138,6 +140,9 @@ class Scrubber:
         self._has_trigger = _any_substring(self._triggers)
         self._key_has_trigger = _any_substring(self._triggers)
         self._first_look = d.first_look_res(send_default_pii=self.send_default_pii)
+        self._c_matcher = _CMatcher.build(
+            d.c_first_look_patterns(send_default_pii=self.send_default_pii, triggers=self._triggers)
+        )
         self._masked_value = re.compile(
             r"[ \t]{0,4}(?:(?i:bearer|basic|digest|token)[ \t]+)?" + re.escape(self.replacement)
         ).match
@@ -524,11 +529,15 @@ class Scrubber:
             for i in odd:
                 plain[i] = "x" * len(strings[i])
             joined = "\x00".join(plain)
-        suspects.update(_owners(joined, self._fragments(joined)))
         raw = joined.encode("ascii")
-        suspects.update(self._keyed_separators(raw))
-        digits = raw.translate(d.CARD_DIGITS, d.CARD_SEPARATORS)
-        suspects.update(_owners(digits, _find_all(digits, d.CARD_RUN, [])))
+        ends = self._c_matcher.ends(raw) if self._c_matcher is not None else None
+        if ends is not None:
+            suspects.update(_owners(raw, ends))
+        else:
+            suspects.update(_owners(joined, self._fragments(joined)))
+            suspects.update(self._keyed_separators(raw))
+            digits = raw.translate(d.CARD_DIGITS, d.CARD_SEPARATORS)
+            suspects.update(_owners(digits, _find_all(digits, d.CARD_RUN, [])))
         if self._patterns:
             suspects.update(
                 i for i, s in enumerate(strings) if any(rx.search(s) for rx in self._patterns)
@@ -718,6 +727,64 @@ class Scrubber:
 
     def _ipv6_sub(self, m: re.Match[str]) -> str:
         return self.replacement if d.is_personal_ipv6(m[0]) else m[0]
+
+
+class _CMatcher:
+    """The first look in one pass of Hyperscan (the optional `fast` extra) instead of a few dozen
+    passes in Python. Both are supersets of the detectors, so the output is the same with or
+    without it (tests/scrubbing/test_first_look.py holds both to that)."""
+
+    def __init__(self, database: Any) -> None:
+        self._database = database
+        # the database's scratch space serves one scan at a time; a second thread takes the
+        # Python path rather than wait
+        self._lock = threading.Lock()
+
+    @classmethod
+    @lru_cache(maxsize=8)
+    def build(cls, patterns: tuple[tuple[bytes, bool], ...]) -> _CMatcher | None:
+        """Compiling takes a good part of a second: once per configuration and process, shared by
+        its Scrubbers (the lock makes that safe)."""
+        try:
+            hs = importlib.import_module("hyperscan")
+        except ImportError:
+            return None
+        try:
+            database = hs.Database()
+            database.compile(
+                expressions=[p for p, _ in patterns],
+                ids=list(range(len(patterns))),
+                elements=len(patterns),
+                flags=[
+                    hs.HS_FLAG_DOTALL | (hs.HS_FLAG_CASELESS if caseless else 0)
+                    for _, caseless in patterns
+                ],
+            )
+        except Exception:  # a broken install must not break scrubbing: the Python path works
+            logger.debug("hyperscan is installed but unusable; scrubbing without it", exc_info=True)
+            return None
+        return cls(database)
+
+    def ends(self, raw: bytes) -> list[int] | None:
+        """The position of the last byte of every match, or None if the Python path must look."""
+        if not raw or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            found: list[int] = []
+            add = found.append
+
+            def on_match(_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+                add(end - 1)
+
+            self._database.scan(raw, match_event_handler=on_match)
+            return found
+        except Exception:
+            logger.debug(
+                "hyperscan failed on a scan; the Python first look took over", exc_info=True
+            )
+            return None
+        finally:
+            self._lock.release()
 
 
 def _any_substring(words: tuple[str, ...]) -> Callable[[str], bool]:
