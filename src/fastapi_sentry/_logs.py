@@ -100,7 +100,16 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     inner = _inner
     if inner is None:  # pragma: no cover - set before this replaces Logger.callHandlers
         return
-    if record.levelno < printed_level(self) and not _own_line_shown(self, record):
+    # the logger whose level decides (getEffectiveLevel's walk, inlined: this runs for every
+    # record that passed the level check, uvicorn's access lines included)
+    node: Any = self
+    while node.level == 0 and node.parent is not None:
+        node = node.parent
+    if (
+        type(node.level) is Lowered
+        and record.levelno < printed_level(node)
+        and not _own_line_shown(self, record)
+    ):
         # below what the app prints: sentry-sdk's hook only (it wraps callHandlers too, inside
         # or outside this one; with the silent logger it runs once either way)
         inner(_SILENT, record)
