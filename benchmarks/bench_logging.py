@@ -18,8 +18,10 @@ repeats, nanoseconds per call:
   own level and handler, as uvicorn's access log): here the wrapper around `callHandlers` adds
   its level lookup to what both sides do.
 
-Last, the wrapper alone: one prebuilt record through `callHandlers` with and without it, in one
-process. Peak RSS of each child is written beside the figures.
+Then the wrapper alone: one prebuilt record through `callHandlers` with and without it, in one
+process. Peak RSS of each child is written beside the figures. Wall time on this shared machine
+moves by tens of percent between processes; `--instructions` adds callgrind's instruction count
+per call for the printed records (needs valgrind), which does not.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import argparse
 import json
 import logging
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +48,8 @@ SIDES = ("bare", "before", "installed")
 CASES = ("app.debug", "lib.info", "app.info", "app.warning", "access.info")
 
 
-def _child(side: str, number: int, repeat: int) -> dict[str, float]:
+def _calls(side: str) -> tuple[dict[str, Callable[[], None]], logging.Logger]:
+    """The side set up as described above; the log calls by case, and the access logger."""
     import sentry_sdk
     from fastapi import FastAPI
     from sentry_sdk.integrations.logging import LoggingIntegration
@@ -72,13 +77,18 @@ def _child(side: str, number: int, repeat: int) -> dict[str, float]:
             fastapi_sentry.install(FastAPI(), dsn=dsn, breadcrumb_loggers=["benchapp"])
     app = logging.getLogger("benchapp.orders")
     lib = logging.getLogger("somelib.client")
-    calls = {
+    calls: dict[str, Callable[[], None]] = {
         "app.debug": lambda: app.debug("loaded %s", 1),
         "lib.info": lambda: lib.info("request %s", 1),
         "app.info": lambda: app.info("loaded %s", 1),
         "app.warning": lambda: app.warning("slow %s", 1),
         "access.info": lambda: access.info("GET %s", "/"),
     }
+    return calls, access
+
+
+def _child(side: str, number: int, repeat: int) -> dict[str, float]:
+    calls, access = _calls(side)
     figures = {
         case: min(timeit.repeat(calls[case], number=number, repeat=repeat)) / number * 1e9
         for case in CASES
@@ -111,12 +121,45 @@ def _wrapper_cost(logger: logging.Logger, number: int, repeat: int) -> dict[str,
     }
 
 
+def _run_calls(side: str, case: str, count: int) -> None:
+    calls, _ = _calls(side)
+    for _ in range(count):
+        calls[case]()
+
+
+def _instructions(sides: list[str], src_of: Callable[[str], Path]) -> dict[str, dict[str, float]]:
+    """Instructions per call (callgrind), for the cases that differ: the count for 1,100 calls
+    minus the count for 100, over 1,000, so start-up and imports cancel out."""
+    found: dict[str, dict[str, float]] = {side: {} for side in sides}
+    for side in sides:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_of(side)), str(REPO)])}
+        for case in ("app.warning", "access.info"):
+            counts = []
+            for count in (100, 1_100):
+                argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+                argv += [sys.executable, __file__, "--child", side, "--run", case, str(count)]
+                err = subprocess.run(argv, env=env, capture_output=True, text=True).stderr
+                match = re.search(r"Collected : (\d+)", err)
+                if match is None:
+                    raise RuntimeError(f"callgrind gave no count:\n{err[-2000:]}")
+                counts.append(int(match.group(1)))
+            found[side][case] = (counts[1] - counts[0]) / 1_000
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--against", metavar="REV", help="also time install() of this revision")
     parser.add_argument("--child", choices=SIDES)
+    parser.add_argument("--run", nargs=2, metavar=("CASE", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions (valgrind)"
+    )
     args = parser.parse_args()
+    if args.child and args.run:
+        _run_calls(args.child, args.run[0], int(args.run[1]))
+        return
     number, repeat, rounds = (2_000, 3, 2) if args.quick else (20_000, 5, 3)
     if args.child:
         print(json.dumps(_child(args.child, number, repeat)))
@@ -130,9 +173,14 @@ def main() -> None:
                 ["git", "archive", args.against, "src"], cwd=REPO, check=True, capture_output=True
             ).stdout
             subprocess.run(["tar", "-x", "-C", before_dir], input=archive, check=True)
+
+        def src_of(side: str) -> Path:
+            return Path(before_dir) / "src" if side == "before" else REPO / "src"
+
+        counted = _instructions(sides, src_of) if args.instructions else None
         for _ in range(rounds):  # interleaved: every side sees the same machine load
             for side in sides:
-                src = Path(before_dir) / "src" if side == "before" else REPO / "src"
+                src = src_of(side)
                 env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(REPO)])}
                 argv = [sys.executable, __file__, "--child", side]
                 out = subprocess.run(
@@ -153,9 +201,15 @@ def main() -> None:
         f"{mine['callHandlers_without_wrapper']:.0f} ns without it, "
         f"{mine['callHandlers_with_wrapper']:.0f} ns with it."
     )
+    if counted is not None:
+        lines += ["", "| instructions per call | " + " | ".join(sides) + " |"]
+        lines.append("|---" * (len(sides) + 1) + "|")
+        for case in counted[sides[0]]:
+            row = " | ".join(f"{counted[s][case]:.0f}" for s in sides)
+            lines.append(f"| `{case}` | {row} |")
     result_file.write(
         "logging",
-        best,
+        {"ns_per_call": best, "instructions_per_call": counted},
         table="\n".join(lines),
         settings={"number": number, "repeat": repeat, "rounds": rounds, "against": args.against},
         load_before=load_before,

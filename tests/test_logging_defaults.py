@@ -152,3 +152,20 @@ def test_reset_gives_the_levels_back(receiver: Receiver) -> None:
     _logs.reset()
     assert logging.getLogger().level == logging.WARNING
     assert type(logging.getLogger().level) is int
+
+
+@pytest.mark.parametrize(
+    ("caller", "package"),
+    [
+        ("shop.api.orders", "shop"),
+        ("app", "app"),
+        ("__main__", "__main__"),
+        ("fastapi_sentry.examples.shop.app", "fastapi_sentry.examples.shop"),
+        ("fastapi_sentry._cli.demo", None),
+        (None, None),
+    ],
+)
+def test_the_apps_package_is_the_callers_top_level_package(
+    caller: str | None, package: str | None
+) -> None:
+    assert _logs.app_package(caller) == package
