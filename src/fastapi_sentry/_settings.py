@@ -175,7 +175,10 @@ class SentrySettings(BaseSettings):
     @field_validator("breadcrumb_level", mode="before")
     @classmethod
     def _level_name(cls, value: Any) -> Any:
-        return value.strip().upper() if isinstance(value, str) else value
+        name = value.strip().upper() if isinstance(value, str) else value
+        if name not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"is {value!r}; use DEBUG, INFO, WARNING or ERROR")
+        return name
 
     @field_validator("breadcrumb_loggers", "in_app_include", "in_app_exclude", mode="before")
     @classmethod
