@@ -237,7 +237,6 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     if not settings.is_active:
         return False
     import sentry_sdk
-    from sentry_sdk.integrations.logging import ignore_logger
 
     problem = lean_path_problem()
     key = {"settings": settings.model_dump(mode="json"), "lean": problem is None, **extra_options}
@@ -249,13 +248,8 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     extra_experiments = extra_options.pop("_experiments", None) or {}
     options.update(extra_options)
     options["_experiments"] = {**options["_experiments"], **extra_experiments}
-    sentry_sdk.init(**options)
-    _quiet_sdk_logger(settings.debug)
-    # our start-up and fallback lines are about the process, not about what led to an error
-    ignore_logger(__name__)
-    STATE.init_key = key
-    if problem is None:
-        _lean_process_setup(options)
+    # said before init: a line about the process, not a breadcrumb on every event (sentry-sdk's
+    # `ignore_logger` would keep it out too, but costs an fnmatch per breadcrumb afterwards)
     summary = dsn_summary(settings.dsn_value)
     logger.info(
         "Sentry is on: environment=%s release=%s host=%s project=%s traces=%s",
@@ -265,6 +259,11 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
         summary["project_id"],
         settings.effective_traces_sample_rate if settings.enable_tracing else "off",
     )
+    sentry_sdk.init(**options)
+    _quiet_sdk_logger(settings.debug)
+    STATE.init_key = key
+    if problem is None:
+        _lean_process_setup(options)
     return True
 
 
