@@ -144,14 +144,16 @@ def test_breadcrumb_loggers_and_level_settings(receiver: Receiver) -> None:
     )
     assert logging.getLogger("billing.jobs").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("tests").isEnabledFor(logging.INFO)
-    assert _logs.printed_level(logging.getLogger("billing.jobs")) == logging.WARNING
+    # what prints is what root lets through (WARNING by default; another test may have left more)
+    assert _logs.printed_level(logging.getLogger("billing.jobs")) == logging.getLogger().level
 
 
 def test_reset_gives_the_levels_back(receiver: Receiver) -> None:
+    before = logging.getLogger().level
     fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, breadcrumb_loggers=["root"])
     assert logging.getLogger().level == logging.INFO
     _logs.reset()
-    assert logging.getLogger().level == logging.WARNING
+    assert logging.getLogger().level == before
     assert type(logging.getLogger().level) is int
 
 
