@@ -40,9 +40,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks import result_file  # noqa: E402
 
 SIDES = ("bare", "before", "installed")
 CASES = ("app.debug", "lib.info", "app.info", "app.warning", "access.info")
@@ -164,6 +161,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(_child(args.child, number, repeat)))
         return
+    import result_file  # here, not at the top: the children never need it
+
     load_before = result_file.machine()
     sides = [side for side in SIDES if side != "before" or args.against]
     best: dict[str, dict[str, float]] = {side: {} for side in sides}
