@@ -216,6 +216,19 @@ def test_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
             "Invalid Sentry settings: SENTRY_SCRUB_EXTRA_PATTERNS holds '(unclosed', not a valid "
             "regular expression (missing ), unterminated subpattern at position 0)",
         ),
+        (
+            "SENTRY_BREADCRUMB_LEVEL",
+            "verbose",
+            "Invalid Sentry settings: SENTRY_BREADCRUMB_LEVEL is 'verbose'; use DEBUG, INFO, "
+            "WARNING or ERROR",
+        ),
+        (
+            "SENTRY_IN_APP_EXCLUDE",
+            "shop/vendored",
+            "Invalid Sentry settings: SENTRY_IN_APP_EXCLUDE holds 'shop/vendored', which is not a "
+            "module or logger name; list dotted names separated by commas, e.g. "
+            "myservice,myservice.jobs",
+        ),
     ],
 )
 def test_bad_values_give_one_exact_line(

@@ -80,6 +80,7 @@ CommaList = Annotated[list[str], NoDecode]
 TAG_VALUE_MAX = 200
 _TAG_KEY = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 IntCommaList = Annotated[list[int], NoDecode]
+_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class SentrySettings(BaseSettings):
@@ -151,6 +152,50 @@ class SentrySettings(BaseSettings):
         default=False, description="Send user emails, IPs, usernames, cookies. Off by default."
     )
     enable_logs: bool = Field(default=False, description="Send log records as Sentry logs.")
+    # --- logging and in-app (issue 12, points 4 and 5) ---
+    breadcrumb_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Lowest level of the app's log records that become breadcrumbs (and Sentry "
+        "logs), with or without a logging configuration; what the app prints is unchanged.",
+    )
+    breadcrumb_loggers: CommaList = Field(
+        default_factory=list,
+        description="Loggers that reach Sentry down to SENTRY_BREADCRUMB_LEVEL; unset: the "
+        "package of the module calling install(); `root`: every logger.",
+    )
+    in_app_include: CommaList = Field(
+        default_factory=list,
+        description="Module prefixes whose frames are the app's (in-app), e.g. `myservice`.",
+    )
+    in_app_exclude: CommaList = Field(
+        default_factory=list,
+        description="More module prefixes whose frames are never in-app (beside the framework's).",
+    )
+
+    @field_validator("breadcrumb_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: Any) -> Any:
+        name = value.strip().upper() if isinstance(value, str) else value
+        if name not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"is {value!r}; use DEBUG, INFO, WARNING or ERROR")
+        return name
+
+    @field_validator("breadcrumb_loggers", "in_app_include", "in_app_exclude", mode="before")
+    @classmethod
+    def _names_from_env(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("breadcrumb_loggers", "in_app_include", "in_app_exclude")
+    @classmethod
+    def _dotted_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _DOTTED_NAME.fullmatch(name):
+                raise ValueError(
+                    f"holds {name!r}, which is not a module or logger name; list dotted names "
+                    "separated by commas, e.g. myservice,myservice.jobs"
+                )
+        return value
+
     max_breadcrumbs: int = Field(
         default=100, ge=0, le=1000, description="Breadcrumbs kept per event."
     )

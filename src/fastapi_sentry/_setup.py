@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fastapi_sentry import _logs
 from fastapi_sentry._pipeline import add_global_processor
 from fastapi_sentry._settings import SentrySettings, dsn_summary, settings_from
 from fastapi_sentry._state import STATE, active_sdk
@@ -89,9 +90,10 @@ def build_init_options(settings: SentrySettings, *, lean: bool = True) -> dict[s
     from fastapi_sentry._filters import make_traces_sampler
     from fastapi_sentry._pipeline import EventPipeline
 
+    breadcrumb_level = logging.getLevelName(settings.breadcrumb_level)
     integrations: list[Any] = [
         LoggingIntegration(
-            level=logging.INFO, event_level=logging.ERROR, sentry_logs_level=logging.INFO
+            level=breadcrumb_level, event_level=logging.ERROR, sentry_logs_level=breadcrumb_level
         ),
         *_optional_integrations(),
     ]
@@ -110,6 +112,7 @@ def build_init_options(settings: SentrySettings, *, lean: bool = True) -> dict[s
         "transport_queue_size": settings.transport_queue_size,
         "integrations": integrations,
         "_experiments": compression_options(),
+        **in_app_options(settings),
     }
     if lean:
         from fastapi_sentry._fastpath.delivery import DeliveryConfig, delivery_transport
@@ -144,6 +147,44 @@ def build_init_options(settings: SentrySettings, *, lean: bool = True) -> dict[s
             options["profile_session_sample_rate"] = profile_rate
             options["profile_lifecycle"] = "trace"
     return options
+
+
+#: Frames of these modules are never in-app, wherever they are installed (an editable install or
+#: a checkout under the project root included): the framework and libraries every request or task
+#: passes through. The app's own frames are in-app by sentry-sdk's rule (under the working
+#: directory, outside site-packages) or by SENTRY_IN_APP_INCLUDE.
+NEVER_IN_APP: tuple[str, ...] = (
+    "fastapi_sentry",
+    "sentry_sdk",
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "gunicorn",
+    "anyio",
+    "h11",
+    "httptools",
+    "uvloop",
+    "websockets",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
+    "celery",
+    "kombu",
+    "billiard",
+    "strawberry",
+    "ariadne",
+    "graphql",
+)
+#: ...except the demo shop, which ships inside this package: when it runs, it is the app.
+DEMO_IN_APP = "fastapi_sentry.examples"
+
+
+def in_app_options(settings: SentrySettings) -> dict[str, list[str]]:
+    """sentry-sdk's `in_app_include` wins over `in_app_exclude`: the app's own list goes first."""
+    return {
+        "in_app_include": [DEMO_IN_APP, *settings.in_app_include],
+        "in_app_exclude": [*NEVER_IN_APP, *settings.in_app_exclude],
+    }
 
 
 #: Compression of envelopes: cheap brotli where the SDK can use it, else cheap gzip.
@@ -213,11 +254,8 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
     extra_experiments = extra_options.pop("_experiments", None) or {}
     options.update(extra_options)
     options["_experiments"] = {**options["_experiments"], **extra_experiments}
-    sentry_sdk.init(**options)
-    _quiet_sdk_logger(settings.debug)
-    STATE.init_key = key
-    if problem is None:
-        _lean_process_setup(options)
+    # said before init: a line about the process, not a breadcrumb on every event (sentry-sdk's
+    # `ignore_logger` would keep it out too, but costs an fnmatch per breadcrumb afterwards)
     summary = dsn_summary(settings.dsn_value)
     logger.info(
         "Sentry is on: environment=%s release=%s host=%s project=%s traces=%s",
@@ -227,6 +265,11 @@ def init_sdk(settings: SentrySettings, **extra_options: Any) -> bool:
         summary["project_id"],
         settings.effective_traces_sample_rate if settings.enable_tracing else "off",
     )
+    sentry_sdk.init(**options)
+    _quiet_sdk_logger(settings.debug)
+    STATE.init_key = key
+    if problem is None:
+        _lean_process_setup(options)
     return True
 
 
@@ -296,6 +339,7 @@ def install(
         return getattr(app.state, SETTINGS_STATE_KEY)  # type: ignore[no-any-return]
     setattr(app.state, _INSTALLED_FLAG, True)
     setattr(app.state, SETTINGS_STATE_KEY, settings)
+    _logs.show_own_lines()
 
     our_routes = _mount_endpoints(app, settings) if settings.mount_endpoints else None
     if not settings.is_active:
@@ -304,10 +348,21 @@ def install(
         return settings
 
     init_sdk(settings)
+    _lower_app_loggers(settings, sys._getframe(1).f_globals.get("__name__"))
     resolvers = DEFAULT_USER_RESOLVERS if user_resolvers is None else tuple(user_resolvers)
     _wire(app, our_routes, _request_path(settings, resolvers))
     _flush_on_shutdown(app, settings.shutdown_timeout)
     return settings
+
+
+def _lower_app_loggers(settings: SentrySettings, caller: str | None) -> None:
+    """The app's INFO records become breadcrumbs under default logging (see `_logs`)."""
+    names = settings.breadcrumb_loggers or [
+        name for name in [_logs.app_package(caller)] if name is not None
+    ]
+    lowered = _logs.lower_levels(names, logging.getLevelName(settings.breadcrumb_level))
+    if lowered:
+        logger.debug("Log records of %s reach Sentry from %s", lowered, settings.breadcrumb_level)
 
 
 def _mount_endpoints(app: Starlette, settings: SentrySettings) -> Any:
