@@ -29,7 +29,7 @@ _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
 
 def variable_names() -> set[str]:
     """Every environment variable SentrySettings reads, fallbacks (ENVIRONMENT, ...) included."""
-    names = set()
+    names: set[str] = set()
     for name, field in SentrySettings.model_fields.items():
         alias = field.validation_alias
         if isinstance(alias, AliasChoices):
@@ -40,7 +40,7 @@ def variable_names() -> set[str]:
 
 
 def assignments(path: Path) -> list[tuple[int, str, str]]:
-    found = []
+    found: list[tuple[int, str, str]] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         match = _ASSIGNMENT.match(line)
         if match:
