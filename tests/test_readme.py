@@ -146,7 +146,8 @@ def test_troubleshooting_start_up_lines_are_the_ones_logged() -> None:
     setup = (ROOT / "src" / "fastapi_sentry" / "_setup.py").read_text()
     formats = re.findall(r'"(Sentry (?:is on|error tracking is off): [^"]*)"', setup)
     reasons = re.findall(r'return "(SENTRY_[A-Z_]+ is [^"]+)"', setup)
-    assert formats and reasons
+    assert formats
+    assert reasons
     section = README.read_text().split("## Troubleshooting", 1)[1]
     block = re.search(r"```\n(.*?)\s*```", section, re.S)
     assert block, "Troubleshooting has no block of start-up lines"
@@ -162,6 +163,7 @@ def test_metric_names_in_the_readme_are_exported() -> None:
     source = (ROOT / "src" / "fastapi_sentry" / "_metrics.py").read_text()
     gauges = set(re.findall(r'GaugeMetricFamily\(\s*"(\w+)"', source))
     counters = {f"{n}_total" for n in re.findall(r'CounterMetricFamily\(\s*"(\w+)"', source)}
-    assert gauges and counters
+    assert gauges
+    assert counters
     named = set(re.findall(r"\b(fastapi_sentry_[a-z_]+)\b", README.read_text()))
     assert sorted(named - gauges - counters) == []
