@@ -123,20 +123,11 @@ def test_public_api_is_sorted_and_deliberate() -> None:
         assert getattr(fastapi_sentry, name) is not None
 
 
-#: On branch i-logs, not merged when the seed mapping was written; drop each once it is a setting.
-_SETTINGS_BEING_MERGED = {
-    "SENTRY_BREADCRUMB_LEVEL",
-    "SENTRY_BREADCRUMB_LOGGERS",
-    "SENTRY_IN_APP_INCLUDE",
-    "SENTRY_IN_APP_EXCLUDE",
-}
-
-
 def test_every_sentry_variable_the_readme_names_is_a_setting() -> None:
     """A misspelt variable in the docs would be copied into deployments and silently ignored."""
     from tests.test_env_examples import variable_names
 
-    known = variable_names() | _SETTINGS_BEING_MERGED
+    known = variable_names()
     named = set(re.findall(r"\b(SENTRY_[A-Z][A-Z0-9_]*[A-Z0-9])\b", README.read_text()))
     assert sorted(named - known) == []
 
