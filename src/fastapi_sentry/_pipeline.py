@@ -78,9 +78,6 @@ class EventPipeline:
         scrubbed = self.scrubber.scrub_event(event)
         return fit_event(scrubbed, max_breadcrumbs=self.max_breadcrumbs)
 
-    def before_breadcrumb(self, crumb: Event, hint: Hint) -> Event | None:
-        return self.scrubber.scrub_breadcrumb(crumb)
-
     def before_send_log(self, log: Event, hint: Hint) -> Event | None:
         if self.on_log is not None:
             self.on_log(log)
@@ -93,7 +90,6 @@ class EventPipeline:
         return {
             "before_send": self.before_send,
             "before_send_transaction": self.before_send_transaction,
-            "before_breadcrumb": self.before_breadcrumb,
             "before_send_log": self.before_send_log,
             "before_send_metric": self.before_send_metric,
         }

@@ -6,7 +6,8 @@ keys it does not know ("X-Auth-Token", "refreshToken"), and in stack-frame local
 lists. This module walks the whole payload, checking keys by their words and strings by content.
 
 Pure functions over plain data, no sentry_sdk import: usable in before_send,
-before_send_transaction, before_breadcrumb and before_send_log, and testable without a client.
+before_send_transaction, before_send_log and before_send_metric (breadcrumbs are scrubbed with
+their event), and testable without a client.
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ class Scrubber:
         return out
 
     def scrub_breadcrumb(self, crumb: dict[str, Any]) -> dict[str, Any]:
-        """Scrub one breadcrumb as before_breadcrumb receives it."""
+        """Scrub one breadcrumb alone (the pipeline scrubs breadcrumbs with their event, so a
+        breadcrumb that is never sent costs no scrubbing)."""
         scrubbed: dict[str, Any] = self._guarded(crumb, "breadcrumb")
         return scrubbed
 
