@@ -4,11 +4,6 @@ One inbox serves a whole module (each test tells its data apart by a unique tag)
 stays fast. The npm clients (`@sentry/node`, `@sentry/cli`) are installed by `scripts/setup.sh
 test` (run by `make test`) into a cache folder; like Debian's chromium for the browser tests, a
 missing client is a failure that says how to install it, never a skip.
-
-Two capability probes gate the tests of protocol work that lands separately (issue 15, points 1
-and 3): :data:`LOGS_API` (the inbox answers ``GET /api/0/projects/<id>/logs/``) and
-:data:`SPAN_STREAMING` (a span v2 segment shows in the performance API). Each gated test is a
-``skipif`` on one of them, so it runs as soon as the inbox can do it.
 """
 
 from __future__ import annotations
@@ -17,10 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +21,8 @@ import httpx
 import pytest
 import sentry_sdk
 
-from fastapi_sentry.inbox import InboxServer, InboxStore, create_app
+from fastapi_sentry.inbox import InboxServer
 from tests.e2e_support import wait_until
-from tests.inbox_support import auth_headers, envelope
 
 #: Where scripts/setup.sh installs the npm clients (keep the two in step).
 CLIENTS_DIR = (
@@ -49,64 +40,6 @@ PERFORMANCE = "/api/0/projects/{p}/performance/"
 EVENTS = "/api/0/projects/{p}/events/"
 ISSUES = "/api/0/projects/{p}/issues/"
 RELEASES = "/api/0/projects/{p}/releases/"
-
-
-def _probe(check: Callable[[httpx.Client, str], bool]) -> bool:
-    """Ask an inbox app over a throwaway store (in-process, no socket: this runs at collection)."""
-    with warnings.catch_warnings():
-        # starlette's nudge towards httpx2 (pytest.ini ignores it, but this runs at collection)
-        warnings.filterwarnings("ignore", message="Using .httpx. with .starlette.testclient.")
-        from starlette.testclient import TestClient
-
-    with tempfile.TemporaryDirectory() as tmp, InboxStore(Path(tmp) / "probe.db") as store:
-        project = store.default_project()
-        with TestClient(create_app(store)) as client:
-            return check(client, str(project.id))
-
-
-def _answers_logs(client: httpx.Client, project: str) -> bool:
-    return client.get(f"/api/0/projects/{project}/logs/").status_code != 404
-
-
-def _shows_streamed_segment(client: httpx.Client, project: str) -> bool:
-    now = time.time()
-    span = {
-        "trace_id": uuid.uuid4().hex,
-        "span_id": uuid.uuid4().hex[:16],
-        "name": "probe segment",
-        "status": "ok",
-        "is_segment": True,
-        "start_timestamp": now - 0.1,
-        "end_timestamp": now,
-        "attributes": {"sentry.op": {"type": "string", "value": "task"}},
-    }
-    item = (
-        {
-            "type": "span",
-            "item_count": 1,
-            "content_type": "application/vnd.sentry.items.span.v2+json",
-        },
-        json.dumps({"items": [span]}).encode(),
-    )
-    key = client.get("/api/0/projects/").json()[0]["publicKey"]
-    client.post(f"/api/{project}/envelope/", content=envelope(item), headers=auth_headers(key))
-    answer = client.get(f"/api/0/projects/{project}/performance/").json()
-    return any(row.get("transaction") == "probe segment" for row in answer.get("data", []))
-
-
-LOGS_API = _probe(_answers_logs)
-SPAN_STREAMING = _probe(_shows_streamed_segment)
-
-needs_logs_api = pytest.mark.skipif(
-    not LOGS_API,
-    reason="the inbox has no logs API yet (GET /api/0/projects/<id>/logs/ answers 404; "
-    "issue 15 point 3): unskips itself when it lands",
-)
-needs_span_streaming = pytest.mark.skipif(
-    not SPAN_STREAMING,
-    reason="the inbox keeps span v2 items raw (a streamed segment is not in the performance "
-    "API; issue 15 point 1): unskips itself when it lands",
-)
 
 
 @pytest.fixture(scope="module")

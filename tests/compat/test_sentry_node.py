@@ -17,8 +17,6 @@ from tests.compat.conftest import (
     client_env,
     issue_titled,
     latest_event,
-    needs_logs_api,
-    needs_span_streaming,
     package_version,
     page,
     run_client,
@@ -71,7 +69,6 @@ def test_log_is_stored_with_level_and_body(
     assert log["attributes"]["answer"] == {"value": 42, "type": "integer"}
 
 
-@needs_logs_api
 def test_log_on_the_logs_api(compat_inbox: InboxServer, node_modules: Path, tag: str) -> None:
     run_node("log.cjs", compat_inbox.dsn, tag)
     (log,) = wait_for_api(
@@ -81,7 +78,6 @@ def test_log_on_the_logs_api(compat_inbox: InboxServer, node_modules: Path, tag:
     assert f"node log {tag}" in page(compat_inbox, "/logs/")
 
 
-@needs_span_streaming
 def test_streamed_span_in_performance_and_trace_view(
     compat_inbox: InboxServer, node_modules: Path, tag: str
 ) -> None:

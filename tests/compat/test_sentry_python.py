@@ -23,8 +23,6 @@ from tests.compat.conftest import (
     capture_raised,
     issue_titled,
     latest_event,
-    needs_logs_api,
-    needs_span_streaming,
     page,
     rows,
     wait_for_api,
@@ -115,7 +113,6 @@ def test_cron_check_ins_ok_and_error(compat_inbox: InboxServer, tag: str) -> Non
     assert f"py-fail-{tag}" in crons
 
 
-@needs_logs_api
 def test_log_on_the_logs_api(compat_inbox: InboxServer, tag: str) -> None:
     init_sdk(compat_inbox.dsn, enable_logs=True, release="py-compat@1.0")
     sentry_sdk.logger.warning("stock low for {sku}", sku=f"sku-{tag}")
@@ -128,7 +125,6 @@ def test_log_on_the_logs_api(compat_inbox: InboxServer, tag: str) -> None:
     assert tag in page(compat_inbox, "/logs/")
 
 
-@needs_span_streaming
 def test_streamed_segment_in_the_performance_figures(compat_inbox: InboxServer, tag: str) -> None:
     init_sdk(compat_inbox.dsn, traces_sample_rate=1.0, trace_lifecycle="stream")
     with (
