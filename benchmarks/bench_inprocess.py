@@ -46,6 +46,10 @@ CONFIGS: dict[str, str] = {
     "install-notrace": "install(), every feature, tracing off",
     "install-0.1": "install(), every feature, traces 0.1",
     "install-1.0": "install(), every feature, traces 1.0",
+    # trace_lifecycle="stream": spans sent as span v2 items, batched, instead of transactions
+    "sdk-stream-1.0": "bare sentry_sdk.init(FastApiIntegration), stream, traces 1.0",
+    "install-stream-0.1": "install(), every feature, stream, traces 0.1",
+    "install-stream-1.0": "install(), every feature, stream, traces 1.0",
 }
 
 
@@ -109,12 +113,13 @@ def _build(config: str, dsn: str, queue_size: int = 100) -> Any:
         import sentry_sdk
         from sentry_sdk.integrations.fastapi import FastApiIntegration
 
-        rate = None if config == "sdk-notrace" else float(config.split("-")[1])
+        rate = None if config == "sdk-notrace" else float(config.rsplit("-", 1)[1])
         sentry_sdk.init(
             dsn=dsn,
             integrations=[FastApiIntegration()],
             traces_sample_rate=rate,
             transport_queue_size=queue_size,
+            trace_lifecycle="stream" if "-stream-" in config else "static",
         )
     app = FastAPI()
     if config.startswith("install"):
@@ -130,8 +135,9 @@ def _build(config: str, dsn: str, queue_size: int = 100) -> Any:
             fastapi_sentry.install(
                 app,
                 dsn=dsn,
-                traces_sample_rate=float(config.split("-")[1]),
+                traces_sample_rate=float(config.rsplit("-", 1)[1]),
                 transport_queue_size=queue_size,
+                trace_lifecycle="stream" if "-stream-" in config else "static",
             )
 
     @app.get("/api/hello")

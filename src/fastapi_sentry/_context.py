@@ -21,6 +21,9 @@ class Enricher(Protocol):
 
     def __call__(self, event: dict[str, Any], state: RequestState) -> dict[str, Any]: ...
 
+    def add_span_attributes(self, attributes: dict[str, Any], state: RequestState) -> None:
+        """Request fields on a streamed span's attributes (`trace_lifecycle="stream"`)."""
+
 
 class RequestState:
     """One per request. Filled by the request path; read when an event is actually sent."""

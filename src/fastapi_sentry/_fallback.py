@@ -4,7 +4,9 @@ sentry-sdk's Starlette and FastAPI integrations then do the request path (scopes
 request data, handled HTTP errors, sessions). This ASGI middleware adds what they lack, with
 public API only: the request id (incoming `X-Request-ID` or a new one, echoed on the response),
 the `request_id` and `endpoint` tags and the user from the app's resolvers, on events only
-(an event processor on the isolation scope the SDK forked for the request).
+(an event processor on the isolation scope the SDK forked for the request). With
+`trace_lifecycle="stream"` the request id and user also go on the SDK's segment span (set here, as
+the segment ends after this middleware) and on its child spans (the pipeline's `before_send_span`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import sentry_sdk
+import sentry_sdk.traces
+from sentry_sdk.traces import NoOpStreamedSpan
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_sentry._context import RequestState, current_request, new_request_id, sane_request_id
 from fastapi_sentry._routes import add_request_tags
-from fastapi_sentry._users import UserResolver, fill_user
+from fastapi_sentry._users import UserResolver, add_request_span_attributes, fill_user
 
 
 class FallbackEnricher:
@@ -32,14 +36,25 @@ class FallbackEnricher:
         fill_user(event, state, self.user_resolvers, send_default_pii=self.send_default_pii)
         return event
 
+    def add_span_attributes(self, attributes: dict[str, Any], state: RequestState) -> None:
+        add_request_span_attributes(
+            attributes, state, self.user_resolvers, send_default_pii=self.send_default_pii
+        )
+
 
 class RequestIdMiddleware:
     """Outermost inside the app, so the 500 page of `ServerErrorMiddleware` gets the id too."""
 
     def __init__(
-        self, app: ASGIApp, *, enricher: FallbackEnricher, header: str = "X-Request-ID"
+        self,
+        app: ASGIApp,
+        *,
+        enricher: FallbackEnricher,
+        header: str = "X-Request-ID",
+        stream: bool = False,
     ) -> None:
         self.app = app
+        self.stream = stream
         self.enricher = enricher
         self.header = header.lower().encode("latin-1")
 
@@ -77,4 +92,15 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:
+            if self.stream:
+                self._mark_segment(state)
             current_request.reset(token)
+
+    def _mark_segment(self, state: RequestState) -> None:
+        """The SDK's segment span (current here; a no-op span when unsampled) gets the request's
+        id and user: it ends after this middleware, when the request state is gone."""
+        span = sentry_sdk.traces.get_current_span()
+        if span is not None and not isinstance(span, NoOpStreamedSpan):
+            attributes: dict[str, Any] = {}
+            self.enricher.add_span_attributes(attributes, state)
+            span.set_attributes(attributes)

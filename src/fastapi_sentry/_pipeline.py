@@ -86,6 +86,24 @@ class EventPipeline:
     def before_send_metric(self, metric: Event, hint: Hint) -> Event | None:
         return self.scrubber.scrub_metric(metric)
 
+    def before_send_span(self, span: Event, hint: Hint) -> Event:
+        """A streamed span (`trace_lifecycle="stream"`): the request's id and user added, then
+        its name and attributes scrubbed, the only parts sentry-sdk takes back from this hook.
+        Nothing here may raise: on an exception the SDK sends the span as it was, unscrubbed."""
+        attributes = span.get("attributes")
+        attributes = dict(attributes) if isinstance(attributes, dict) else {}
+        state = current_request.get()
+        if state is not None:
+            try:
+                state.enricher.add_span_attributes(attributes, state)
+            except Exception:
+                logger.debug("Could not add request data to a Sentry span", exc_info=True)
+        return {
+            **span,
+            "name": self.scrubber.scrub_value(span.get("name", "")),
+            "attributes": self.scrubber.scrub_value(attributes),
+        }
+
     def sdk_options(self) -> dict[str, Any]:
         return {
             "before_send": self.before_send,

@@ -148,6 +148,13 @@ class SentrySettings(BaseSettings):
     enable_tracing: bool = Field(
         default=True, description="Set to false to send errors only (no transactions, no profiles)."
     )
+    trace_lifecycle: Literal["static", "stream"] = Field(
+        default="static",
+        description=(
+            "`static`: a request's spans go as one transaction; `stream`: as span v2 items, "
+            "sent as they finish (sentry-sdk's `trace_lifecycle`)."
+        ),
+    )
     send_default_pii: bool = Field(
         default=False, description="Send user emails, IPs, usernames, cookies. Off by default."
     )

@@ -139,6 +139,9 @@ def build_init_options(settings: SentrySettings, *, lean: bool = True) -> dict[s
             FastApiIntegration(transaction_style="url", failed_request_status_codes=failed),
         ]
     options.update(pipeline.sdk_options())
+    if settings.trace_lifecycle == "stream":  # static: the SDK's default, options left as they were
+        options["trace_lifecycle"] = "stream"
+        options["before_send_span"] = pipeline.before_send_span
     if settings.enable_tracing:
         options["traces_sampler"] = make_traces_sampler(settings)
         # continuous profiling tied to traces: the SDK deprecates transaction-based profiles
@@ -418,7 +421,12 @@ def _request_path(settings: SentrySettings, resolvers: Sequence[UserResolver]) -
 
         def fallback_path(app: Starlette, build: Callable[[], Any]) -> Any:
             stack = _build_reporting_handlers(app, build, settings, sdk_applies_status_rule=True)
-            return RequestIdMiddleware(stack, enricher=fallback, header=settings.request_id_header)
+            return RequestIdMiddleware(
+                stack,
+                enricher=fallback,
+                header=settings.request_id_header,
+                stream=settings.trace_lifecycle == "stream",
+            )
 
         return fallback_path
 
@@ -436,6 +444,7 @@ def _request_path(settings: SentrySettings, resolvers: Sequence[UserResolver]) -
             sampler=HeadSampler(),
             header=settings.request_id_header,
             max_body_bytes=_max_body_bytes(),
+            stream=settings.trace_lifecycle == "stream",
         )
 
     return lean_path

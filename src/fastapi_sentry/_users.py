@@ -153,3 +153,31 @@ def fill_user(
             )
     if state.user:
         event["user"] = {**(existing if isinstance(existing, dict) else {}), **state.user}
+
+
+#: sentry-sdk's span attribute for each user field (its `_apply_user_attributes_to_telemetry`).
+_SPAN_USER_ATTRIBUTES = (
+    ("id", "user.id"),
+    ("username", "user.name"),
+    ("email", "user.email"),
+    ("ip_address", "user.ip_address"),
+)
+
+
+def add_request_span_attributes(
+    attributes: dict[str, Any],
+    state: RequestState,
+    resolvers: Sequence[UserResolver],
+    *,
+    send_default_pii: bool,
+) -> None:
+    """Request id and user on a streamed span, as events carry them (the user resolved once)."""
+    attributes.setdefault("request_id", state.request_id)
+    holder: dict[str, Any] = {}
+    fill_user(holder, state, resolvers, send_default_pii=send_default_pii)
+    user = holder.get("user")
+    if user:
+        for field, attribute in _SPAN_USER_ATTRIBUTES:
+            value = user.get(field)
+            if value is not None:
+                attributes.setdefault(attribute, str(value))

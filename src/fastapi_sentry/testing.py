@@ -94,6 +94,12 @@ class CapturedEnvelopes:
         """`sentry_sdk.metrics` values, one dict per value (they travel in batches)."""
         return [m for batch in self.items("trace_metric") for m in batch.get("items", [])]
 
+    @property
+    def spans(self) -> list[dict[str, Any]]:
+        """Streamed spans (`trace_lifecycle="stream"`), one dict per span as sent, attributes
+        typed (`{"type": ..., "value": ...}`); several travel in one `span` item."""
+        return [span for batch in self.items("span") for span in batch.get("items", [])]
+
     def clear(self) -> None:
         for transport in self.transports:
             transport.envelopes.clear()

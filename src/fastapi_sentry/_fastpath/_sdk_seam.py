@@ -30,6 +30,7 @@ try:
     from sentry_sdk.integrations._asgi_common import (
         _get_ip,
         _get_path,
+        _get_request_attributes,
         _get_request_data,
         _get_url,
         _RootPathInPath,
@@ -61,6 +62,7 @@ __all__ = [
     "_generate_sample_rand",
     "_get_ip",
     "_get_path",
+    "_get_request_attributes",
     "_get_request_data",
     "_get_url",
     "_is_json_content_type",

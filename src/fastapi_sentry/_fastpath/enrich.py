@@ -27,6 +27,7 @@ from fastapi_sentry._fastpath._sdk_seam import (
     _apply_key_value_collection_filtering,
     _get_ip,
     _get_path,
+    _get_request_attributes,
     _get_request_data,
     _get_url,
     _is_json_content_type,
@@ -36,7 +37,7 @@ from fastapi_sentry._fastpath._sdk_seam import (
     request_body_within_bounds,
 )
 from fastapi_sentry._routes import add_request_tags, route_path
-from fastapi_sentry._users import UserResolver, fill_user
+from fastapi_sentry._users import UserResolver, add_request_span_attributes, fill_user
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,11 @@ def url_name(asgi_scope: MutableMapping[str, Any]) -> str:
     kind: Literal["http", "ws"] = "http" if asgi_scope.get("type") == "http" else "ws"
     plain = cast("dict[str, Any]", asgi_scope)
     return _get_url(plain, kind, None, _get_path(plain, _ROOT_PATH_IN_PATH))
+
+
+def request_attributes(asgi_scope: MutableMapping[str, Any]) -> dict[str, Any]:
+    """A streamed segment's request attributes, as sentry-sdk's ASGI integration sets them."""
+    return _get_request_attributes(asgi_scope, _ROOT_PATH_IN_PATH)
 
 
 class RequestEnricher:
@@ -106,6 +112,18 @@ class RequestEnricher:
 
     def _user(self, event: dict[str, Any], state: RequestState) -> None:
         fill_user(event, state, self.user_resolvers, send_default_pii=self.send_default_pii)
+
+    def add_span_attributes(self, attributes: dict[str, Any], state: RequestState) -> None:
+        """A streamed span sent during the request: request id, user, and the segment's name
+        by route template (a child span ends before the segment is renamed, at its end)."""
+        add_request_span_attributes(
+            attributes, state, self.user_resolvers, send_default_pii=self.send_default_pii
+        )
+        asgi_scope = state.asgi_scope
+        if attributes.get("sentry.segment.name") == url_name(asgi_scope):
+            name, source = transaction_name(asgi_scope)
+            if source != "url":
+                attributes["sentry.segment.name"] = name
 
 
 def _headers(asgi_scope: MutableMapping[str, Any], names: tuple[bytes, ...]) -> dict[str, str]:

@@ -25,8 +25,11 @@ So the SDK's Starlette and FastAPI integrations are disabled (`disabled_integrat
 Request data, cookies, body, user, tags and the route-template transaction name are added by
 `_request_event.enrich_event` when an event is actually sent. A sampled request runs through
 `_traced`, which builds the same transaction the SDK builds (`http.server`, named by route
-template, status, request data). Handled `HTTPException`s with a failed status are reported by
-`_exception_handlers`. Release-health request counts are kept by `_sessions`.
+template, status, request data), or with `trace_lifecycle="stream"` through `_streamed`, which
+starts the segment span the SDK's ASGI integration starts in that mode (same name, attributes and
+status); the same head-sampling decision comes first, so an unsampled request creates no span.
+Handled `HTTPException`s with a failed status are reported by `_exception_handlers`.
+Release-health request counts are kept by `_sessions`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import sentry_sdk
+import sentry_sdk.traces
+from sentry_sdk.traces import StreamedSpan
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -47,7 +52,12 @@ from fastapi_sentry._fastpath._sdk_seam import (
     _current_scope,
     _isolation_scope,
 )
-from fastapi_sentry._fastpath.enrich import RequestEnricher, transaction_name, url_name
+from fastapi_sentry._fastpath.enrich import (
+    RequestEnricher,
+    request_attributes,
+    transaction_name,
+    url_name,
+)
 from fastapi_sentry._fastpath.sampling import HeadOfTrace, HeadSampler
 from fastapi_sentry._fastpath.scope_fork import fork
 
@@ -67,8 +77,11 @@ class RequestContextMiddleware:
         sampler: HeadSampler,
         header: str = "X-Request-ID",
         max_body_bytes: int = 10_000,
+        stream: bool = False,
     ) -> None:
         self.app = app
+        #: sentry-sdk's `trace_lifecycle="stream"`: a sampled request is a segment span
+        self.stream = stream
         self.enricher = enricher
         self.sampler = sampler
         self.header = header.lower().encode("latin-1")
@@ -118,7 +131,10 @@ class RequestContextMiddleware:
             if has_body and self.max_body_bytes:
                 receive = _keeping_body(receive, state, self.max_body_bytes)
             if sampled:
-                await self._traced(scope, receive, send, state, propagation)
+                if self.stream:
+                    await self._streamed(scope, receive, send, state, propagation)
+                else:
+                    await self._traced(scope, receive, send, state, propagation)
             else:
                 try:
                     await self.app(scope, receive, self._sender(send, state, None))
@@ -173,8 +189,47 @@ class RequestContextMiddleware:
                     name, source = transaction_name(scope)
                     sentry_sdk.get_current_scope().set_transaction_name(name, source=source)
 
+    async def _streamed(
+        self,
+        scope: AsgiScope,
+        receive: Receive,
+        send: Send,
+        state: RequestState,
+        propagation: PropagationContext,
+    ) -> None:
+        """A sampled request in stream mode: the segment sentry-sdk's ASGI integration starts."""
+        if isinstance(propagation, HeadOfTrace):
+            # the dice the SDK's own sampling decision reads, so it reaches ours; mutable, so
+            # the segment fills in the rest of its dynamic sampling context as a transaction does
+            propagation.baggage = propagation.transaction_baggage()
+        Scope.set_custom_sampling_context({"asgi_scope": scope})
+        kind = scope["type"]
+        segment = sentry_sdk.traces.start_span(
+            name=url_name(scope),  # named by URL until routing has matched, as the SDK does
+            attributes={
+                "sentry.op": f"{kind}.server",
+                "sentry.origin": ORIGIN,
+                "sentry.segment.name.source": "url",
+                "network.protocol.name": kind,
+            },
+            parent_span=None,
+        )
+        with segment:
+            segment.set_attributes(request_attributes(scope))
+            try:
+                await self.app(scope, receive, self._sender(send, state, segment))
+            except Exception as exc:  # inside the segment, so the event links to it
+                report_exception(exc, handled=False)
+                raise
+            finally:
+                # a name given while the request ran (a GraphQL operation, the app) is kept
+                if segment.get_attributes().get("sentry.segment.name.source") == "url":
+                    name, source = transaction_name(scope)
+                    segment.name = name
+                    segment.set_attribute("sentry.segment.name.source", source)
+
     def _sender(
-        self, send: Send, state: RequestState, transaction: Transaction | None
+        self, send: Send, state: RequestState, span: Transaction | StreamedSpan | None
     ) -> Callable[[Message], Awaitable[None]]:
         header = self.header
 
@@ -182,8 +237,11 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message.get("status", 200)
                 state.status = status
-                if transaction is not None:
-                    transaction.set_http_status(status)
+                if isinstance(span, Transaction):
+                    span.set_http_status(status)
+                elif span is not None:  # a streamed segment, as the SDK's ASGI integration sets it
+                    span.status = "error" if status >= 400 else "ok"
+                    span.set_attribute("http.response.status_code", status)
                 headers = message.get("headers", ())
                 for name, _ in headers:
                     if name.lower() == header:
