@@ -4,11 +4,9 @@ that keeps every body as it arrived, span v2 items read from those bytes."""
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import pytest
 import sentry_sdk
 import sentry_sdk.traces
 from fastapi import FastAPI, Request
@@ -94,36 +92,8 @@ def test_a_request_arrives_as_span_v2_items_named_by_route_template(
     assert b"[Filtered]" in sentry_receiver.raw()  # the secret was there, and was masked
 
 
-def _inbox_assembles_segments() -> bool:
-    """The capability probe: does the inbox turn a span v2 segment into a transaction yet
-    (issue 15, point 1, built in parallel)? Today it keeps span items raw."""
-    from fastapi_sentry.inbox._envelope import Item
-    from fastapi_sentry.inbox._ingest import records_from_item
-
-    now = time.time()
-    span = {
-        "trace_id": "a" * 32,
-        "span_id": "b" * 16,
-        "name": "/probe",
-        "status": "ok",
-        "is_segment": True,
-        "start_timestamp": now - 1,
-        "end_timestamp": now,
-        "attributes": {"sentry.op": {"type": "string", "value": "http.server"}},
-    }
-    payload = json.dumps({"items": [span]}).encode()
-    item = Item(headers={"type": "span", "content_type": SPAN_V2}, payload=payload, index=0)
-    try:
-        records = records_from_item(item, None, now)
-    except Exception:
-        return False
-    return any(record.type == "transaction" for record in records)
-
-
-@pytest.mark.skipif(
-    not _inbox_assembles_segments(), reason="the inbox keeps span v2 items raw (issue 15, point 1)"
-)
 def test_the_segment_shows_in_the_inbox_performance_api(inbox: InboxServer) -> None:
+    """What install() streams is what the inbox assembles: a segment named by route template."""
     with serve(make_app(inbox.dsn)) as url:
         assert httpx.get(f"{url}/orders/7").status_code == 200
     performance = httpx.get(f"{inbox.url}/api/0/projects/1/performance/", timeout=10).json()
