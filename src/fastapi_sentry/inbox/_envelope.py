@@ -11,6 +11,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from fastapi_sentry.inbox._errors import (
     MalformedRequestError,
     PayloadTooLargeError,
@@ -239,8 +241,30 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: 19 digits in a row may be an integer past 64 bits, which orjson would turn into a float;
+#: mapping digits to "0" and the rest to " " finds such a run with two C loops (a regex is slower).
+_DIGIT_MAP = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def _fast_loads(data: bytes) -> Any:
+    """orjson's parse, or None where it might differ from the standard library's: the JSON
+    parse dominates ingest, and orjson does it in C; anything it refuses (or any long run of
+    digits) takes the standard path, so what is accepted, and every error message, stay the same.
+    """
+    if _LONG_DIGITS in data.translate(_DIGIT_MAP):
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def load_json_object(data: bytes, where: str) -> dict[str, Any]:
     """Parse a JSON object, turning every failure into a 400 that says where it is."""
+    fast = _fast_loads(data)
+    if isinstance(fast, dict):
+        return fast
     try:
         # Decode first: json.loads would also accept UTF-16/32 bytes, which Sentry does not.
         value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
