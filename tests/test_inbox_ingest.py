@@ -351,3 +351,18 @@ def test_the_inbox_does_not_trace_itself_when_the_sdk_shares_its_process(
     sentry_sdk.flush()
     assert [e["transaction"] for e in inbox.events(type="transaction")] == []
     assert len(inbox.events(type="default")) == 2
+
+
+def test_integers_past_64_bits_come_back_exact(inbox: InboxServer) -> None:
+    """The fast JSON parser turns such integers into floats; the inbox must not lose a digit of an
+    order number or a snowflake id an app put into extra data. The over-long transaction name is
+    trimmed, so the stored event is the parsed one written again, not the bytes received."""
+    from tests.inbox_support import post_envelope
+
+    big = 123456789012345678901234567890
+    body = error_event(value="big ids", extra={"order": big, "n": 7}, transaction="/t" * 200)
+    response = post_envelope(inbox, body)
+    assert response.status_code == 200, response.text
+    (event,) = inbox.events(type="error")
+    assert event["transaction"].endswith("...")  # rewritten from the parsed payload
+    assert event["extra"] == {"order": big, "n": 7}
