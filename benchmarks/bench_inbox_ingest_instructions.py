@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -51,14 +49,9 @@ def child(count: int) -> None:
 
 
 def instructions(src: Path, count: int) -> int:
-    argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    argv += [__file__, "--child", str(count)]
-    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stderr
-    found = re.search(r"Collected : (\d+)", out)
-    if found is None:
-        raise RuntimeError(f"callgrind printed no total: {out[-500:]}")
-    return int(found.group(1))
+    from callgrind import count_instructions  # the parent's only
+
+    return count_instructions([__file__, "--child", str(count)], pythonpath=[src, ROOT])
 
 
 def main() -> None:

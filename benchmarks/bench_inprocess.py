@@ -173,26 +173,14 @@ async def _drive(app: Any, count: int) -> float:
 def _instructions(config: str, count: int, dsn: str) -> tuple[int, int]:
     """Instructions callgrind counts for start-up plus `count` requests (no timing, no warm-up),
     and how many envelopes reached the receiver meanwhile."""
-    import tempfile
+    from callgrind import count_instructions  # the parent's only: children must not load it
 
     before = _received["envelopes"]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [
-                *("valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out"),
-                *(sys.executable, __file__, "--child", config, "--dsn", dsn),
-                *("--requests", str(count), "--plain"),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=1800,
-        )
+    total = count_instructions(
+        [__file__, "--child", config, "--dsn", dsn, "--requests", str(count), "--plain"]
+    )
     time.sleep(0.5)  # the last envelopes' requests may still be being read
-    for line in out.stderr.splitlines():
-        if "Collected :" in line:
-            return int(line.rsplit(":", 1)[1].strip()), _received["envelopes"] - before
-    raise RuntimeError(f"callgrind printed no total for {config}: {out.stderr[-500:]}")
+    return total, _received["envelopes"] - before
 
 
 def _peak_rss_mb(config: str, count: int, dsn: str) -> float:
