@@ -64,6 +64,10 @@ HOOK = 'notify = ["https://hooks.example.com/services/T0/B0/x"]'
         ),
         ("[[rule]\n", "alerts.toml: is not valid TOML"),
         (
+            f'[[rule]]\nname = "page"\nwhen = "new_issue"\nseverity = "urgent"\n{HOOK}',
+            "alerts.toml: rule 'page': severity 'urgent' is not one of info, warning, critical",
+        ),
+        (
             f'[smtp]\nhost = "smtp.example.com"\npassword = "hunter2"\n'
             f'[[rule]]\nname = "a"\nwhen = "new_issue"\n{HOOK}',
             "alerts.toml: [smtp]: password is not read from the file; use password_env",
@@ -78,6 +82,26 @@ def test_each_mistake_is_one_sentence_naming_the_rule_and_the_field(
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_severity_is_read_on_every_kind_and_defaults_to_warning() -> None:
+    tables = {
+        "new_issue": "",
+        "regression": "",
+        "event_count": 'count = 1\nwindow = "1h"\n',
+        "users_affected": 'count = 1\nwindow = "1h"\n',
+        "p95": 'threshold_ms = 100\nwindow = "5m"\n',
+        "cron_missed": "",
+        "cron_failed": "",
+    }
+    assert set(tables) == set(KINDS)
+    text = "".join(
+        f'[[rule]]\nname = "{kind}"\nwhen = "{kind}"\nseverity = "critical"\n{extra}{HOOK}\n'
+        for kind, extra in tables.items()
+    )
+    assert {rule.severity for rule in parse_rules(text).rules} == {"critical"}
+    (rule,) = parse_rules(f'[[rule]]\nname = "a"\nwhen = "new_issue"\n{HOOK}').rules
+    assert rule.severity == "warning"
 
 
 def test_durations() -> None:

@@ -59,6 +59,8 @@ def test_new_issue_fires_once_per_issue_with_the_fields_a_chat_webhook_shows(
         (issue,) = inbox.issues()
         assert body["rule"] == "first-seen"
         assert body["kind"] == "new_issue"
+        assert body["severity"] == "warning"  # the default
+        assert body["text"].startswith("[warning] ")
         assert body["issue_id"] == issue["id"]
         assert body["project"] == "default"
         assert body["count"] == 1
@@ -199,7 +201,7 @@ def test_cron_failed_and_cron_missed_fire_once_per_episode(tmp_path: Path) -> No
 
 def test_mailto_target_sends_one_e_mail_through_the_smtp_server(tmp_path: Path) -> None:
     with Mailbox() as mailbox:
-        rules = _rule("first-seen", "new_issue", "mailto:oncall@example.com")
+        rules = _rule("first-seen", "new_issue", "mailto:oncall@example.com", severity="critical")
         rules += f'[smtp]\nhost = "127.0.0.1"\nport = {mailbox.port}\nfrom = "inbox@example.com"\n'
         with alerting_inbox(tmp_path, rules) as inbox:
             _errors(inbox, 2, "mail me")
@@ -211,18 +213,24 @@ def test_mailto_target_sends_one_e_mail_through_the_smtp_server(tmp_path: Path) 
             assert message["To"] == "oncall@example.com"
             assert message["From"] == "inbox@example.com"
             assert "New issue: RuntimeError: mail me" in message["Subject"]
+            assert "[critical]" in message["Subject"]
             assert f"{inbox.url}/issues/" in message.get_content()
+            assert "[critical]" in message.get_content()
 
 
 def test_a_failing_target_is_retried_and_the_result_is_kept(tmp_path: Path) -> None:
-    rules = _rule("first-seen", "new_issue", "{url}") + '[delivery]\nbackoff = "100ms"\n'
+    rules = _rule("first-seen", "new_issue", "{url}", severity="critical")
+    rules += '[delivery]\nbackoff = "100ms"\n'
     with Webhook(fail=2) as hook, alerting_inbox(tmp_path, rules.format(url=hook.url)) as inbox:
         _errors(inbox, 1)
         engine(inbox).settle()
         assert hook.attempts == 3
         assert len(hook.bodies) == 1
+        assert hook.bodies[0]["severity"] == "critical"
+        assert hook.bodies[0]["text"].startswith("[critical] ")
         firings = httpx.get(f"{inbox.url}/api/0/projects/1/alerts/", timeout=10).json()
         assert len(firings) == 1
+        assert firings[0]["severity"] == "critical"
         (delivery,) = firings[0]["deliveries"]
         assert delivery["status"] == "delivered"
         assert delivery["attempts"] == 3

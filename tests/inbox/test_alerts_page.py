@@ -20,6 +20,7 @@ notify = ["{ok}"]
 [[rule]]
 name = "errors-per-minute"
 when = "event_count"
+severity = "critical"
 count = 10
 window = "1m"
 notify = ["{down}"]
@@ -52,6 +53,8 @@ def test_the_alerts_page_shows_rules_firings_and_failed_deliveries(
             assert "delivered" in text
             assert "failed" in text
             assert "HTTP 500" in text
+            severities = rows.locator("td.severity").all_inner_texts()
+            assert sorted(severities) == ["critical", "warning"]
             assert "secret-path" not in page.content()
             assert page.locator("#firings b").count() == 0
             box = firings.bounding_box()

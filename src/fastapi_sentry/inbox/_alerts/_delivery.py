@@ -50,7 +50,7 @@ def post_webhook(url: str, body: dict[str, Any], timeout: float) -> None:
 
 def send_mail(smtp: Smtp, target: str, body: dict[str, Any], timeout: float) -> None:
     message = EmailMessage()
-    message["Subject"] = f"[fastapi-sentry inbox] {body['title']}"
+    message["Subject"] = f"[fastapi-sentry inbox] [{body['severity']}] {body['title']}"
     message["From"] = smtp.sender
     message["To"] = target.removeprefix("mailto:")
     message.set_content(body["text"] + "\n")

@@ -390,14 +390,17 @@ class AlertEngine:
         project = self._projects.get(project_id, str(project_id))
         title = self._redact(title)
         url = f"{self.base_url}{path}?project={project_id}"
-        firing = Firing(rule.name, rule.kind, project_id, project, title, count, url, issue_id)
+        firing = Firing(
+            rule.name, rule.kind, project_id, project, title, count, url, issue_id, rule.severity
+        )
         ids = record_firing(self.store, firing, rule.notify)
         logger.info("Alert %r fired: %s", rule.name, title)
         body = {
             "rule": rule.name,
             "kind": rule.kind,
+            "severity": rule.severity,
             "title": title,
-            "text": f"[{project}] {rule.name}: {title}\n{url}",
+            "text": f"[{rule.severity}] [{project}] {rule.name}: {title}\n{url}",
             "url": url,
             "project": project,
             "count": count,

@@ -24,6 +24,18 @@ class Firing:
     count: int
     url: str
     issue_id: int | None = None
+    severity: str = "warning"
+
+
+def _has_severity(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "severity" for row in conn.execute("PRAGMA table_info(alert_firings)"))
+
+
+def _add_severity(conn: sqlite3.Connection) -> None:
+    """Databases written before rules had a severity lack the column; it is added on the first
+    firing (rare, and on the write connection) so the shared schema module stays untouched."""
+    if not _has_severity(conn):
+        conn.execute("ALTER TABLE alert_firings ADD COLUMN severity TEXT")
 
 
 def shown_target(target: str) -> str:
@@ -40,9 +52,10 @@ def record_firing(store: InboxStore, firing: Firing, targets: tuple[str, ...]) -
     now = time.time()
 
     def insert(conn: sqlite3.Connection) -> list[int]:
+        _add_severity(conn)
         cur = conn.execute(
             "INSERT INTO alert_firings (project_id, rule, kind, title, issue_id, count, fired, "
-            "url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "url, severity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 firing.project_id,
                 firing.rule,
@@ -52,6 +65,7 @@ def record_firing(store: InboxStore, firing: Firing, targets: tuple[str, ...]) -
                 firing.count,
                 now,
                 firing.url,
+                firing.severity,
             ),
         )
         firing_id = cur.lastrowid
@@ -87,13 +101,15 @@ def list_firings(store: InboxStore, project_id: int, limit: int = 200) -> list[d
     """A project's firings, newest first, each with its deliveries (Sentry-style field names)."""
 
     def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        # before the first firing an older database has no severity column: nothing to read then
+        severity_column = "severity" if _has_severity(conn) else "NULL"
         rows = conn.execute(
-            "SELECT id, rule, kind, title, issue_id, count, fired, url FROM alert_firings "
-            "WHERE project_id = ? ORDER BY id DESC LIMIT ?",
+            f"SELECT id, rule, kind, title, issue_id, count, fired, url, {severity_column} "  # noqa: S608 - a constant
+            "FROM alert_firings WHERE project_id = ? ORDER BY id DESC LIMIT ?",
             (project_id, limit),
         ).fetchall()
         result = []
-        for firing_id, rule, kind, title, issue_id, count, fired, url in rows:
+        for firing_id, rule, kind, title, issue_id, count, fired, url, severity in rows:
             deliveries = [
                 {
                     "target": target,
@@ -113,6 +129,7 @@ def list_firings(store: InboxStore, project_id: int, limit: int = 200) -> list[d
                     "id": str(firing_id),
                     "rule": rule,
                     "kind": kind,
+                    "severity": severity or "warning",
                     "title": title,
                     "issueId": None if issue_id is None else str(issue_id),
                     "count": count,

@@ -28,8 +28,10 @@ KINDS = (
     "cron_failed",
 )
 LEVELS = ("debug", "info", "warning", "error", "fatal")
+#: How urgent a rule's notification is; every kind accepts it, so on-call can route by it.
+SEVERITIES = ("info", "warning", "critical")
 
-_COMMON = {"name", "when", "notify", "project", "environment"}
+_COMMON = {"name", "when", "notify", "project", "environment", "severity"}
 #: The fields each kind accepts besides the common ones, and which of them it requires.
 _FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "new_issue": ({"level"}, set()),
@@ -65,6 +67,7 @@ class Rule:
     transaction: str = "*"
     threshold_ms: float = 0.0
     monitor: str = "*"
+    severity: str = "warning"
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,9 @@ def _rule(source: str, index: int, table: object, has_smtp: bool) -> Rule:
     level = reader.text("level")
     if level is not None and level not in LEVELS:
         raise reader.fail("level", f"{level!r} is not one of {', '.join(LEVELS)}")
+    severity = reader.text("severity", "warning") or "warning"
+    if severity not in SEVERITIES:
+        raise reader.fail("severity", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
     project = table.get("project")
     if project is not None and not isinstance(project, (str, int)):
         raise reader.fail("project", f"{project!r} must be a project name or id")
@@ -232,6 +238,7 @@ def _rule(source: str, index: int, table: object, has_smtp: bool) -> Rule:
             reader.number("threshold_ms", minimum=1, default=1) if kind == "p95" else 0.0
         ),
         monitor=reader.text("monitor", "*") or "*",
+        severity=severity,
     )
 
 
