@@ -33,3 +33,26 @@ def test_an_older_database_is_migrated_once_and_its_users_backfilled(tmp_path: P
         assert "trace_id" in _columns(conn, "events")
         assert conn.execute("SELECT status FROM issues").fetchall() == [("unresolved",)]
         assert conn.execute("SELECT * FROM project_users").fetchall() == [(1, "id:u-1")]
+
+
+def test_alerts_fired_before_rules_had_a_severity_read_as_warning(tmp_path: Path) -> None:
+    from fastapi_sentry.inbox._alerts._history import list_firings
+
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_SCHEMA)
+        conn.execute(  # the table as the monitor first created it
+            "CREATE TABLE alert_firings (id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, "
+            "rule TEXT NOT NULL, kind TEXT NOT NULL, title TEXT NOT NULL, issue_id INTEGER, "
+            "count INTEGER NOT NULL, fired REAL NOT NULL, url TEXT NOT NULL)"
+        )
+        assert "severity" not in _columns(conn, "alert_firings")
+        conn.execute(
+            "INSERT INTO alert_firings (project_id, rule, kind, title, count, fired, url) "
+            "VALUES (1, 'errors', 'event_count', 'many errors', 12, 0, 'http://x/')"
+        )
+        conn.commit()
+    with InboxStore(path) as store:
+        (firing,) = list_firings(store, 1)
+    assert firing["rule"] == "errors"
+    assert firing["severity"] == "warning"

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS alert_firings (
     issue_id INTEGER,
     count INTEGER NOT NULL,
     fired REAL NOT NULL,
-    url TEXT NOT NULL
+    url TEXT NOT NULL,
+    severity TEXT
 );
 CREATE INDEX IF NOT EXISTS alert_firings_project ON alert_firings (project_id, id);
 CREATE TABLE IF NOT EXISTS alert_deliveries (
@@ -104,6 +105,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'project_users'"
     ).fetchone()
     conn.executescript(_TABLES)
+    # firings stored before rules had a severity read as the default, warning
+    if "severity" not in _columns(conn, "alert_firings"):
+        conn.execute("ALTER TABLE alert_firings ADD COLUMN severity TEXT")
     if not had_project_users:  # users seen before the upgrade count in the share of users
         conn.execute(
             "INSERT OR IGNORE INTO project_users (project_id, user_key) "

@@ -27,17 +27,6 @@ class Firing:
     severity: str = "warning"
 
 
-def _has_severity(conn: sqlite3.Connection) -> bool:
-    return any(row[1] == "severity" for row in conn.execute("PRAGMA table_info(alert_firings)"))
-
-
-def _add_severity(conn: sqlite3.Connection) -> None:
-    """Databases written before rules had a severity lack the column; it is added on the first
-    firing (rare, and on the write connection) so the shared schema module stays untouched."""
-    if not _has_severity(conn):
-        conn.execute("ALTER TABLE alert_firings ADD COLUMN severity TEXT")
-
-
 def shown_target(target: str) -> str:
     """A target as pages show it: a webhook's path often is its secret (Slack's is), so only the
     scheme and host are kept; e-mail addresses are shown whole."""
@@ -52,7 +41,6 @@ def record_firing(store: InboxStore, firing: Firing, targets: tuple[str, ...]) -
     now = time.time()
 
     def insert(conn: sqlite3.Connection) -> list[int]:
-        _add_severity(conn)
         cur = conn.execute(
             "INSERT INTO alert_firings (project_id, rule, kind, title, issue_id, count, fired, "
             "url, severity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -101,10 +89,8 @@ def list_firings(store: InboxStore, project_id: int, limit: int = 200) -> list[d
     """A project's firings, newest first, each with its deliveries (Sentry-style field names)."""
 
     def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        # before the first firing an older database has no severity column: nothing to read then
-        severity_column = "severity" if _has_severity(conn) else "NULL"
         rows = conn.execute(
-            f"SELECT id, rule, kind, title, issue_id, count, fired, url, {severity_column} "  # noqa: S608 - a constant
+            "SELECT id, rule, kind, title, issue_id, count, fired, url, severity "
             "FROM alert_firings WHERE project_id = ? ORDER BY id DESC LIMIT ?",
             (project_id, limit),
         ).fetchall()
