@@ -19,13 +19,20 @@ import sentry_sdk.traces
 from sentry_sdk.traces import NoOpStreamedSpan
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastapi_sentry._context import RequestState, current_request, new_request_id, sane_request_id
+from fastapi_sentry._context import (
+    RequestState,
+    add_request_timing,
+    current_request,
+    new_request_id,
+    sane_request_id,
+)
 from fastapi_sentry._routes import add_request_tags
 from fastapi_sentry._users import UserResolver, add_request_span_attributes, fill_user
 
 
 class FallbackEnricher:
-    """Request id, endpoint and user for an event; the SDK's integrations add the rest."""
+    """Request id, endpoint, elapsed time and user for an event; the SDK's integrations add
+    the rest."""
 
     def __init__(self, *, user_resolvers: Sequence[UserResolver], send_default_pii: bool) -> None:
         self.user_resolvers = tuple(user_resolvers)
@@ -33,6 +40,7 @@ class FallbackEnricher:
 
     def __call__(self, event: dict[str, Any], state: RequestState) -> dict[str, Any]:
         add_request_tags(event, state)
+        add_request_timing(event, state)
         fill_user(event, state, self.user_resolvers, send_default_pii=self.send_default_pii)
         return event
 

@@ -21,7 +21,7 @@ from sentry_sdk.client import BaseClient
 from sentry_sdk.scope import should_send_default_pii
 from starlette.requests import cookie_parser
 
-from fastapi_sentry._context import RequestState, current_request
+from fastapi_sentry._context import RequestState, add_request_timing, current_request
 from fastapi_sentry._fastpath._sdk_seam import (
     AnnotatedValue,
     _apply_key_value_collection_filtering,
@@ -79,6 +79,7 @@ class RequestEnricher:
         if event.get("type") != "transaction":
             self._transaction_name(event, asgi_scope)
         add_request_tags(event, state)
+        add_request_timing(event, state)
         self._user(event, state)
         return event
 
