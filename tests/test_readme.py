@@ -89,6 +89,11 @@ def test_quick_start_runs_as_written() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "FastAPI"
+    shown = re.search(
+        r"it prints one line and nothing else happens:\n+```\n(.*?)\n```", README.read_text()
+    )
+    assert shown, "README does not show what the quick start prints"
+    assert done.stderr.strip() == shown.group(1)
 
 
 def test_public_api_is_sorted_and_deliberate() -> None:
