@@ -618,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     base_env.update(
         {
-            "PYTHONPATH": str(REPO_ROOT),
+            # src first: a checkout's own code, not whichever one the venv has installed
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
             "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "SHOP_DATABASE_SCHEMA": schema,
             "REDIS_URL": "redis://127.0.0.1:6379/12",

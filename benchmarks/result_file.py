@@ -73,5 +73,9 @@ def write(
     path = out or RESULTS_DIR / f"{name}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nresults: {path.relative_to(RESULTS_DIR.parent.parent)}", flush=True)
+    shown = path.resolve()
+    root = RESULTS_DIR.parent.parent.resolve()
+    if shown.is_relative_to(root):  # `--out` may point anywhere
+        shown = shown.relative_to(root)
+    print(f"\nresults: {shown}", flush=True)
     return path

@@ -82,7 +82,26 @@ def test_a_typical_transaction_takes_the_fast_path() -> None:
 @pytest.mark.parametrize(
     "event",
     [
-        {"extra": {str(n): n for n in range(11)}},  # breadth trimmed by the SDK
+        # sentry-sdk's own argv extra under `uvicorn app:app --host ... --port ... --loop ...`
+        {"type": "transaction", "extra": {"sys.argv": [f"--arg{n}" for n in range(15)]}},
+        {"extra": {str(n): n for n in range(11)}},
+        {"extra": {"a": [{str(n): [n] * 12 for n in range(12)}]}},  # nested, many notes
+        {"request": {"data": {"items": list(range(30)), "ok": True}}},
+        {"breadcrumbs": {"values": [{"data": {str(n): n for n in range(14)}}, {"a": 1}]}},
+        {"extra": {str(n): n for n in range(11)}, "_meta": {"x": {"": {"rem": []}}}},
+    ],
+)
+def test_a_databag_over_breadth_is_trimmed_on_the_fast_path_as_the_sdk_trims_it(
+    event: dict[str, Any],
+) -> None:
+    ours = plain_copy(event, **OPTIONS)  # no NotPlain: the fast path keeps it
+    assert ours == sdk_serializer.serialize(event, **OPTIONS)
+    assert "_meta" in ours
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
         {"request": {"data": {"a": {"b": {"c": {"d": {"e": 1}}}}}}},  # depth trimmed
         {"message": "x" * 41},  # over max_value_length
         {"spans": AnnotatedValue([], {"len": 3})},

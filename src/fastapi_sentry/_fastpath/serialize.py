@@ -8,18 +8,22 @@ The events this package produces are almost always plain already: dicts with str
 lists, short strings, numbers, datetimes.
 
 `serialize` here copies such an event in one tight walk, applying the only changes the SDK's
-serializer would make to it (datetimes to its timestamp format, tuples to lists). The moment it
-meets anything the SDK would change in another way — an object to repr, a string over
-`max_value_length`, a databag over the SDK's depth (5) or breadth (10) limits, an
-`AnnotatedValue`, a non-finite float, a cycle — it gives the whole event to the SDK's serializer
-instead. tests/fastpath/test_serialize.py checks, on generated events, that whatever this path
-accepts comes out equal to what the SDK's serializer makes of it.
+serializer would make to it (datetimes to its timestamp format, tuples to lists). A databag over
+the SDK's breadth limit (10) is trimmed as the SDK trims it, with the same `_meta` note:
+sentry-sdk's own `sys.argv` extra is such a bag under any server started with more than ten
+arguments, so without this every transaction of a real deployment took the slow path. The moment
+it meets anything the SDK would change in another way — an object to repr, a string over
+`max_value_length`, a databag over the SDK's depth limit (5), an `AnnotatedValue`, a non-finite
+float, a cycle — it gives the whole event to the SDK's serializer instead.
+tests/fastpath/test_serialize.py checks, on generated events, that whatever this path accepts
+comes out equal to what the SDK's serializer makes of it.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from sentry_sdk.utils import format_timestamp
@@ -35,11 +39,16 @@ class NotPlain(Exception):
     """The event needs the SDK's serializer."""
 
 
+Path = tuple[str | int, ...]
+
+
 class _PlainCopier:
-    __slots__ = ("max_length",)
+    __slots__ = ("max_length", "meta")
 
     def __init__(self, max_length: int | None) -> None:
         self.max_length = max_length
+        #: the SDK's `_meta` tree: where a databag was trimmed, and its length before
+        self.meta: dict[str, Any] = {}
 
     def event(self, event: dict[str, Any], keep_request_bodies: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -47,14 +56,22 @@ class _PlainCopier:
             if type(key) is not str:
                 raise NotPlain
             if key == "extra":
-                out[key] = self.bag(value, sdk_serializer.MAX_DATABAG_DEPTH)
+                out[key] = self.bag(value, sdk_serializer.MAX_DATABAG_DEPTH, ("extra",))
             elif key == "request" and type(value) is dict:
                 out[key] = self.request(value, keep_request_bodies)
             elif key == "breadcrumbs" and type(value) is dict:
                 out[key] = self.breadcrumbs(value)
             else:
                 out[key] = self.copy(value, 1)
+        if self.meta:
+            out["_meta"] = self.meta  # as the SDK does: its notes replace any `_meta` given
         return out
+
+    def annotate(self, path: Path, length: int) -> None:
+        node = self.meta
+        for segment in path:
+            node = node.setdefault(str(segment), {})
+        node.setdefault("", {})["len"] = length
 
     def request(self, request: dict[str, Any], keep_bodies: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -62,7 +79,7 @@ class _PlainCopier:
             if type(key) is not str:
                 raise NotPlain
             if key == "data" and not keep_bodies:
-                out[key] = self.bag(value, sdk_serializer.MAX_DATABAG_DEPTH)
+                out[key] = self.bag(value, sdk_serializer.MAX_DATABAG_DEPTH, ("request", "data"))
             else:
                 out[key] = self.copy(value, 2)
         return out
@@ -73,7 +90,11 @@ class _PlainCopier:
             if type(key) is not str:
                 raise NotPlain
             if key == "values" and type(value) is list:
-                out[key] = [self.bag(crumb, sdk_serializer.MAX_DATABAG_DEPTH) for crumb in value]
+                depth = sdk_serializer.MAX_DATABAG_DEPTH
+                out[key] = [
+                    self.bag(crumb, depth, ("breadcrumbs", "values", index))
+                    for index, crumb in enumerate(value)
+                ]
             else:
                 out[key] = self.copy(value, 2)
         return out
@@ -112,25 +133,32 @@ class _PlainCopier:
             return [self.copy(item, level + 1) for item in value]
         return self.scalar(value)
 
-    def bag(self, value: Any, remaining_depth: int) -> Any:
-        """Inside a databag the SDK trims depth and breadth: anything it would trim goes to it."""
+    def bag(self, value: Any, remaining_depth: int, path: Path) -> Any:
+        """Inside a databag the SDK trims breadth (so do we, noting it in `_meta` as it does)
+        and depth (anything it would cut that way goes to it)."""
         if remaining_depth <= 0:
             raise NotPlain
         kind = type(value)
         breadth = sdk_serializer.MAX_DATABAG_BREADTH
         if kind is dict:
+            items = value.items()
             if len(value) > breadth:
-                raise NotPlain
+                self.annotate(path, len(value))
+                items = islice(items, breadth)
             out: dict[str, Any] = {}
-            for key, item in value.items():
+            for key, item in items:
                 if type(key) is not str:
                     raise NotPlain
-                out[key] = self.bag(item, remaining_depth - 1)
+                out[key] = self.bag(item, remaining_depth - 1, (*path, key))
             return out
         if kind is list or kind is tuple:
             if len(value) > breadth:
-                raise NotPlain
-            return [self.bag(item, remaining_depth - 1) for item in value]
+                self.annotate(path, len(value))
+                value = value[:breadth]
+            return [
+                self.bag(item, remaining_depth - 1, (*path, index))
+                for index, item in enumerate(value)
+            ]
         return self.scalar(value)
 
 
