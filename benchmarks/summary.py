@@ -369,7 +369,7 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
     ]
     scrub_rows = [
         [
-            f"{cell['event']} ({_number(cell.get('size_kb'), '.0f')} KB)",
+            cell["event"] + ("" if cell.get("size_kb") is None else f" ({cell['size_kb']:.0f} KB)"),
             _number(cell["ours"]),
             _number(cell["event_scrubber_recursive"]),
             f"{cell['ratio']:.2f}x",
