@@ -1,6 +1,6 @@
 # The two commands the README starts with: `make demo` and `make test`. Each sets up what it needs
 # and nothing more (scripts/setup.sh): the demo only the package with its inbox extra.
-.PHONY: setup demo test lint typecheck pytest bench
+.PHONY: setup demo test lint typecheck pytest bench bench-full
 
 setup:
 	@bash scripts/setup.sh test
@@ -25,3 +25,7 @@ test: lint typecheck pytest
 bench:
 	@bash scripts/setup.sh bench
 	.venv/bin/python benchmarks/run_all.py
+
+bench-full:
+	@bash scripts/setup.sh bench
+	.venv/bin/python benchmarks/run_all.py --full

@@ -8,6 +8,7 @@ good as the load beside it), the package versions, the command line and the tabl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -17,7 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: BENCH_RESULTS_DIR sends a run's files elsewhere (a smoke run's must not land in the repository).
+RESULTS_DIR = Path(
+    os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+).resolve()
 
 #: Versions of the packages a figure depends on, written with it.
 PACKAGES = ("fastapi-sentry", "sentry-sdk", "fastapi", "starlette", "uvicorn")
@@ -74,8 +78,7 @@ def write(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     shown = path.resolve()
-    root = RESULTS_DIR.parent.parent.resolve()
-    if shown.is_relative_to(root):  # `--out` may point anywhere
-        shown = shown.relative_to(root)
+    with contextlib.suppress(ValueError):  # outside the repository: shown in full
+        shown = shown.relative_to(Path(__file__).resolve().parent.parent)
     print(f"\nresults: {shown}", flush=True)
     return path
