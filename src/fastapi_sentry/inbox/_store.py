@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+import orjson
+
 from fastapi_sentry.inbox._errors import StorageError
 from fastapi_sentry.inbox._ingest import UNLABELED, Record, span_event_id
 from fastapi_sentry.inbox._monitor_schema import migrate, regress
@@ -691,6 +693,15 @@ def _name_early_spans(conn: sqlite3.Connection, project_id: int, record: Record)
     conn.execute(f"UPDATE events SET name = ? WHERE id IN ({early})", (record.name, *params))  # noqa: S608
 
 
+def _metadata_json(metadata: dict[str, str]) -> str:
+    """An issue's metadata as JSON, by orjson (in C; a tenth of the row's Python time with the
+    standard encoder); a lone surrogate, which orjson refuses, takes the standard path."""
+    try:
+        return orjson.dumps(metadata).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(metadata)
+
+
 def _insert_records(
     conn: sqlite3.Connection, project_id: int, records: list[Record], received: float
 ) -> int:
@@ -728,7 +739,7 @@ def _insert_records(
                     group.title,
                     group.culprit,
                     group.level,
-                    json.dumps(group.metadata),
+                    _metadata_json(group.metadata),
                     record.timestamp,
                     record.timestamp,
                     record.release,
