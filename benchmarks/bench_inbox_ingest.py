@@ -8,6 +8,9 @@ file is opened directly: stored events must equal acknowledged ones, id for id.
     .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --seconds 10
     .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --rules both
 
+``--sizes 6 50`` (the default) runs each setting with sentry-sdk's ~6 KB error event and with a
+~50 KB one (Bugsink's sizing unit: a 27-frame chained stack with local variables, 100 breadcrumbs
+with data, the request's headers and body), side by side.
 ``--rules with`` starts the inbox with five alert rules (new issue, an event count, users affected,
 a p95 and a failed cron) whose webhook hangs: it accepts connections and never answers, so every
 delivery runs into its timeout while ingest goes on. ``--rules both`` measures without and with.
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +99,74 @@ def hanging_target() -> tuple[socket.socket, str]:
     return sock, f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
 
 
-def make_event(number: int) -> dict[str, Any]:
-    """An error event the size and shape sentry-sdk sends from a FastAPI handler (~6 KB)."""
+def _big_frame(number: int, depth: int) -> dict[str, Any]:
+    """A frame as sentry-sdk sends it with local variables of a real handler: reprs of request
+    objects, ORM rows and payload dicts, cut to sentry-sdk's string length."""
+    return {
+        "filename": f"app/services/layer_{depth}.py",
+        "abs_path": f"/srv/app/services/layer_{depth}.py",
+        "module": f"app.services.layer_{depth}",
+        "function": f"process_step_{depth}",
+        "lineno": 100 + depth * 7,
+        "in_app": depth > 8,
+        "pre_context": [f"    step_{depth}_{i} = session.get(Order, order_id)" for i in range(5)],
+        "context_line": f"    result = validate(payload, rules[{depth}])",
+        "post_context": [f"    audit.log('step {depth}', line={i})" for i in range(5)],
+        "vars": {
+            "self": f"<app.services.layer_{depth}.Processor object at 0x7f3a{depth:04x}c0>",
+            "order_id": str(number),
+            "payload": {
+                "items": [
+                    {"sku": f"SKU-{number % 97}-{i}", "qty": i + 1, "price": f"{9.99 * i:.2f}"}
+                    for i in range(4)
+                ],
+                "customer": {"id": str(number % 500), "tier": "gold", "country": "DE"},
+            },
+            "rules": f"[<Rule max_qty>, <Rule fraud_score>, <Rule stock {depth}>, '...']",
+            "session": "<sqlalchemy.orm.session.Session object at 0x7f3a9d2b1f90>",
+            "started": f"{1764770000 + number}.{depth:06d}",
+        },
+    }
+
+
+def _big_parts(number: int) -> dict[str, Any]:
+    """The parts that make a ~50 KB event (Bugsink's sizing unit) beside the 17 frames with
+    variables: a chained cause of 10 such frames, 100 breadcrumbs with data, the request with
+    its headers and body."""
+    cause = {
+        "type": "TimeoutError",
+        "value": f"database did not answer within 5s (order {number})",
+        "mechanism": {"type": "chained", "handled": True, "exception_id": 1, "parent_id": 0},
+        "stacktrace": {"frames": [_big_frame(number, d) for d in range(10)]},
+    }
+    crumbs = [
+        {
+            "timestamp": time.time(),
+            "type": "http" if i % 3 == 0 else "default",
+            "category": "httpx" if i % 3 == 0 else "query",
+            "message": None if i % 3 == 0 else f"SELECT * FROM orders WHERE id = {number + i}",
+            "data": {"url": f"http://stock/api/items/{i}", "method": "GET", "status_code": 200}
+            if i % 3 == 0
+            else {"duration_ms": i * 1.5, "rows": i % 7},
+        }
+        for i in range(100)
+    ]
+    headers = {f"x-custom-header-{i}": f"value-{number}-{i}-" + "ab" * 10 for i in range(12)}
+    headers.update({"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0"})
+    request = {
+        "method": "POST",
+        "url": f"http://localhost/orders/{number}/checkout",
+        "query_string": f"ref=mail&campaign={number % 13}",
+        "headers": headers,
+        "data": {"items": [{"sku": f"SKU-{i}", "qty": i} for i in range(20)], "note": "gift"},
+        "env": {"REMOTE_ADDR": "10.0.0.7", "SERVER_NAME": "shop", "SERVER_PORT": "8000"},
+    }
+    return {"cause": cause, "breadcrumbs": crumbs, "request": request}
+
+
+def make_event(number: int, size_kb: int = 6) -> dict[str, Any]:
+    """An error event the size and shape sentry-sdk sends from a FastAPI handler: ~6 KB, or
+    ~50 KB with ``size_kb=50``."""
     frames = [
         {
             "filename": f"app/module_{depth}.py",
@@ -112,7 +182,7 @@ def make_event(number: int) -> dict[str, Any]:
         }
         for depth in range(12)
     ]
-    return {
+    event: dict[str, Any] = {
         "event_id": uuid.uuid4().hex,
         "timestamp": time.time(),
         "platform": "python",
@@ -146,10 +216,19 @@ def make_event(number: int) -> dict[str, Any]:
         "request": {"method": "GET", "url": "http://localhost/orders/1", "headers": {}},
         "sdk": {"name": "sentry.python.fastapi", "version": "2.75.0"},
     }
+    if size_kb == 50:
+        big = _big_parts(number)
+        error = event["exception"]["values"][0]
+        error["stacktrace"]["frames"] = [_big_frame(number, d) for d in range(17)]
+        error["mechanism"] = {**error["mechanism"], "exception_id": 0}
+        event["exception"]["values"] = [big["cause"], error]
+        event["breadcrumbs"] = {"values": big["breadcrumbs"]}
+        event["request"] = big["request"]
+    return event
 
 
-def make_body(number: int) -> tuple[str, bytes]:
-    event = make_event(number)
+def make_body(number: int, size_kb: int = 6) -> tuple[str, bytes]:
+    event = make_event(number, size_kb)
     payload = json.dumps(event).encode()
     # sent_at is the sender's clock when it sends, as sentry-sdk stamps it: the bodies are built
     # seconds before they go out, so no clock-drift correction applies (a fixed date in the past
@@ -172,14 +251,13 @@ def request_head(project: int, key: str) -> bytes:
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:
-    """Read one HTTP response off a keep-alive connection; returns its status line."""
-    status_line = await reader.readline()
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    await reader.readexactly(length)
-    return status_line
+    """Read one HTTP response off a keep-alive connection; returns its status line. One read for
+    the head: the senders share the server's two cores, so their cost per request counts."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    at = head.lower().find(b"content-length:")
+    if at != -1:
+        await reader.readexactly(int(head[at + 15 : head.index(b"\r\n", at)]))
+    return head[: head.index(b"\r\n") + 2]
 
 
 async def _sender(
@@ -208,10 +286,24 @@ async def _sender(
         writer.close()
 
 
-def load(port: int, project: int, key: str, senders: int, seconds: float, out: Any) -> None:
+def _event_loop_run(main: Coroutine[Any, Any, float]) -> float:
+    """Run the senders on uvloop where it is installed (uvicorn's own loop): less CPU per request
+    on the cores the server needs."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def load(
+    port: int, project: int, key: str, senders: int, seconds: float, out: Any, size_kb: int = 6
+) -> None:
     """The load generator process: builds every body first, then sends for `seconds`."""
-    per_sender = int(seconds * 6000 / senders) + 200  # more than any sender can use
-    bodies = [[make_body(s * per_sender + i) for i in range(per_sender)] for s in range(senders)]
+    per_sender = int(seconds * (8000 if size_kb == 6 else 1500) / senders) + 200  # more than used
+    bodies = [
+        [make_body(s * per_sender + i, size_kb) for i in range(per_sender)] for s in range(senders)
+    ]
     head = request_head(project, key)
     acked: list[str] = []
     latencies: list[float] = []
@@ -227,7 +319,7 @@ def load(port: int, project: int, key: str, senders: int, seconds: float, out: A
         )
         return time.monotonic() - started
 
-    elapsed = asyncio.run(run())
+    elapsed = _event_loop_run(run())
     out.send({"acked": acked, "latencies": latencies, "errors": errors, "elapsed": elapsed})
 
 
@@ -251,7 +343,9 @@ def start_server(db: str, rules: str = "", max_events: int = 0) -> subprocess.Po
     )
 
 
-def run_once(senders: int, seconds: float, with_rules: bool = False) -> dict[str, Any]:
+def run_once(
+    senders: int, seconds: float, with_rules: bool = False, size_kb: int = 6
+) -> dict[str, Any]:
     target, url = hanging_target()
     with tempfile.TemporaryDirectory() as tmp, target:
         db = os.path.join(tmp, "inbox.db")
@@ -267,7 +361,8 @@ def run_once(senders: int, seconds: float, with_rules: bool = False) -> dict[str
             cpu_before = cpu_seconds(server.pid)
             parent, child = multiprocessing.Pipe()
             generator = multiprocessing.Process(
-                target=load, args=(port, info["id"], info["key"], senders, seconds, child)
+                target=load,
+                args=(port, info["id"], info["key"], senders, seconds, child, size_kb),
             )
             generator.start()
             result = parent.recv()
@@ -284,6 +379,7 @@ def run_once(senders: int, seconds: float, with_rules: bool = False) -> dict[str
     missing = [event_id for event_id in acked if event_id not in stored]
     lat = sorted(result["latencies"]) or [0.0]
     return {
+        "event_kb": size_kb,
         "rules": 5 if with_rules else 0,
         "senders": senders,
         "seconds": result["elapsed"],
@@ -311,35 +407,48 @@ def main() -> None:
         default="without",
         help="run with five alert rules whose webhook hangs (default: without rules)",
     )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        choices=(6, 50),
+        default=[6, 50],
+        help="event sizes in KB: sentry-sdk's ~6 KB error, Bugsink's ~50 KB sizing unit",
+    )
     args = parser.parse_args()
     print(f"inbox ingest, gzip envelopes (one error event each), {os.cpu_count()} CPUs")
     print(
-        "| rules | senders | seconds | acked | stored | missing | non-200 | events/s | p50 ms "
-        "| p99 ms | server CPU µs/event | server peak RSS MiB | load avg |"
+        "| event KB | rules | senders | seconds | acked | stored | missing | non-200 | events/s "
+        "| p50 ms | p99 ms | server CPU µs/event | server peak RSS MiB | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     import result_file
 
     load_before = result_file.machine()
     failed = False
     modes = {"without": [False], "with": [True], "both": [False, True]}[args.rules]
     rows = []
-    for senders in args.senders:
-        for with_rules in modes:
-            r = run_once(senders, args.seconds, with_rules)
-            rows.append(r)
-            print(
-                f"| {r['rules']} | {r['senders']} | {r['seconds']:.1f} | {r['acked']} "
-                f"| {r['stored']} | {r['missing']} | {r['errors']} | {r['rate']:.0f} "
-                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_us']:.0f} | {r['rss']:.0f} "
-                f"| {r['load']:.1f} |",
-                flush=True,
-            )
-            failed |= r["missing"] > 0 or r["stored"] != r["acked"]
+    runs = [(k, n, w) for n in args.senders for w in modes for k in args.sizes]
+    for size_kb, senders, with_rules in runs:
+        r = run_once(senders, args.seconds, with_rules, size_kb)
+        rows.append(r)
+        print(
+            f"| {r['event_kb']} | {r['rules']} | {r['senders']} | {r['seconds']:.1f} "
+            f"| {r['acked']} | {r['stored']} | {r['missing']} | {r['errors']} | {r['rate']:.0f} "
+            f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_us']:.0f} | {r['rss']:.0f} "
+            f"| {r['load']:.1f} |",
+            flush=True,
+        )
+        failed |= r["missing"] > 0 or r["stored"] != r["acked"]
     result_file.write(
         "inbox-ingest",
         {"by_senders": rows},
-        settings={"senders": args.senders, "seconds": args.seconds, "rules": args.rules},
+        settings={
+            "senders": args.senders,
+            "seconds": args.seconds,
+            "rules": args.rules,
+            "sizes_kb": args.sizes,
+        },
         load_before=load_before,
     )
     if failed:

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from fastapi_sentry.inbox._alerts import AlertRules
-from fastapi_sentry.inbox._app import create_app
+from fastapi_sentry.inbox._app import create_app, ingest_fast_path
 from fastapi_sentry.inbox._auth import is_loopback
 from fastapi_sentry.inbox._monitor import Monitor, resolve_rules
 from fastapi_sentry.inbox._store import InboxStore, Project
@@ -80,9 +80,13 @@ class _Untraced:
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
+        self.fast = ingest_fast_path(app, self._untraced)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self.app
+        await self.fast(scope, receive, send)
+
+    async def _untraced(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.app.middleware_stack is None:
             self.app.middleware_stack = self.app.build_middleware_stack()
         await self.app.middleware_stack(scope, receive, send)

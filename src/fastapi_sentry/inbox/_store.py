@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+import orjson
+
 from fastapi_sentry.inbox._errors import StorageError
 from fastapi_sentry.inbox._ingest import UNLABELED, Record, span_event_id
 from fastapi_sentry.inbox._monitor_schema import migrate, regress
@@ -152,6 +154,23 @@ WriteJob = Callable[[sqlite3.Connection], Any]
 WriteResult = tuple[Any, "BaseException | None"]
 
 
+def _isolated(conn: sqlite3.Connection, jobs: list[WriteJob]) -> list[WriteResult]:
+    """Run each job in its own savepoint: one failing job leaves the others' writes."""
+    results: list[WriteResult] = []
+    for job in jobs:
+        conn.execute("SAVEPOINT job")
+        try:
+            result = job(conn)
+        except Exception as e:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            results.append((None, e))
+        else:
+            conn.execute("RELEASE job")
+            results.append((result, None))
+    return results
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA busy_timeout = 30000")
@@ -212,8 +231,9 @@ class InboxStore:
     def write_many(self, jobs: list[WriteJob]) -> list[WriteResult]:
         """Run write jobs in one transaction (group commit) and return (result, error) per job.
 
-        A savepoint per job keeps one failing request from taking the others down; every result
-        is returned only after COMMIT, so an acknowledgement always means "on disk".
+        When a job fails, the batch runs again with a savepoint per job, so one failing request
+        does not take the others down; every result is returned only after COMMIT, so an
+        acknowledgement always means "on disk".
         """
         with self._write_lock:
             if self._closed:
@@ -232,17 +252,12 @@ class InboxStore:
                         conn.execute("ROLLBACK")
                         return [(None, e)]
                 else:
-                    for job in jobs:
-                        conn.execute("SAVEPOINT job")
-                        try:
-                            result = job(conn)
-                        except Exception as e:
-                            conn.execute("ROLLBACK TO job")
-                            conn.execute("RELEASE job")
-                            results.append((None, e))
-                        else:
-                            conn.execute("RELEASE job")
-                            results.append((result, None))
+                    try:  # jobs rarely fail (records are checked before): no savepoints first
+                        results = [(job(conn), None) for job in jobs]
+                    except Exception:
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN IMMEDIATE")
+                        results = _isolated(conn, jobs)
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 logger.error("The inbox could not commit %d request(s): %s", count, e)
@@ -678,6 +693,15 @@ def _name_early_spans(conn: sqlite3.Connection, project_id: int, record: Record)
     conn.execute(f"UPDATE events SET name = ? WHERE id IN ({early})", (record.name, *params))  # noqa: S608
 
 
+def _metadata_json(metadata: dict[str, str]) -> str:
+    """An issue's metadata as JSON, by orjson (in C; a tenth of the row's Python time with the
+    standard encoder); a lone surrogate, which orjson refuses, takes the standard path."""
+    try:
+        return orjson.dumps(metadata).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(metadata)
+
+
 def _insert_records(
     conn: sqlite3.Connection, project_id: int, records: list[Record], received: float
 ) -> int:
@@ -715,7 +739,7 @@ def _insert_records(
                     group.title,
                     group.culprit,
                     group.level,
-                    json.dumps(group.metadata),
+                    _metadata_json(group.metadata),
                     record.timestamp,
                     record.timestamp,
                     record.release,
