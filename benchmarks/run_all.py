@@ -29,22 +29,11 @@ HTTP_CONFIGS = "aicjhdf"
 INPROCESS_CONFIGS = "none,sdk-notrace,sdk-0.1,sdk-1.0,install-notrace,install-0.1,install-1.0"
 
 
-def _inbox_knows_event_kb() -> bool:
-    """bench_inbox_ingest.py grows `--event-kb`; until then it measures its 6 KB event only."""
-    script = HERE / "bench_inbox_ingest.py"
-    shown = subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=False
-    )
-    return "--event-kb" in shown.stdout
-
-
 def plan(mode: str) -> list[list[str]]:
     """The commands, in order: `mode` is "smoke", "summary" or "full"."""
     smoke = mode == "smoke"
     overhead = ["--rounds", "1", "--duration", "1", "--warmup", "0.5"] if smoke else []
-    inbox = ["--senders", "8", "--seconds", "1" if smoke else "8"]
-    if _inbox_knows_event_kb():
-        inbox += ["--event-kb", "6", "50"]
+    inbox = ["--senders", "8", "--seconds", "1" if smoke else "8", "--sizes", "6", "50"]
     commands = [
         ["bench_overhead.py", "--configs", HTTP_CONFIGS, "--endpoints", "trivial", *overhead],
         [
