@@ -280,7 +280,7 @@ def _with_request_id(message: Message, header: bytes, state: RequestState) -> Me
     for name, _ in headers:
         if name.lower() == header:
             return message
-    return {**message, "headers": [*headers, (header, state.request_id.encode("latin-1"))]}
+    return {**message, "headers": [*headers, (header, state.request_id.encode())]}
 
 
 def _keeping_body(receive: Receive, state: RequestState, limit: int) -> Receive:
