@@ -529,6 +529,7 @@ def _session_totals(sentry_events: CapturedEnvelopes) -> dict[str, dict[str, int
     return totals
 
 
+@pytest.mark.lean_only
 def test_release_health_counts_survive_a_flush_mid_minute(
     sentry_events: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -550,6 +551,7 @@ def test_release_health_counts_survive_a_flush_mid_minute(
     assert len(sentry_events.items("sessions")) == 2
 
 
+@pytest.mark.lean_only
 def test_release_health_counts_each_minute_apart(
     sentry_events: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
