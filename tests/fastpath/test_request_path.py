@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -428,3 +429,146 @@ def test_the_user_from_starlettes_authentication_middleware(
     named, anonymous = sentry_events.errors
     assert named["user"] == {"username": "ann"}
     assert "user" not in anonymous
+
+
+def test_concurrent_requests_keep_their_tags_breadcrumbs_user_and_spans(
+    sentry_events: CapturedEnvelopes,
+) -> None:
+    """Two requests in flight at once, each writing to both scopes while the other runs."""
+    app = FastAPI()
+    both_started = asyncio.Event()
+    started: list[str] = []
+
+    @app.get("/mark/{name}")
+    async def mark(name: str) -> None:
+        sentry_sdk.set_tag("who", name)  # the isolation scope
+        sentry_sdk.set_user({"id": name})
+        sentry_sdk.add_breadcrumb(message=f"crumb {name}")
+        sentry_sdk.get_current_scope().set_extra("who", name)  # the current scope
+        with sentry_sdk.start_span(op="work", name=name):
+            started.append(name)
+            if len(started) == 2:
+                both_started.set()
+            await both_started.wait()  # the other request writes meanwhile
+            raise RuntimeError(name)
+
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
+
+    async def both() -> None:
+        await asyncio.gather(*(_call_async(app, f"/mark/{name}") for name in ("a", "b")))
+
+    asyncio.run(both())
+    by_name = {event["exception"]["values"][0]["value"]: event for event in sentry_events.errors}
+    assert set(by_name) == {"a", "b"}
+    for name, event in by_name.items():
+        assert event["tags"]["who"] == name
+        assert event["user"]["id"] == name
+        assert event["extra"]["who"] == name
+        assert [c["message"] for c in event["breadcrumbs"]["values"]] == [f"crumb {name}"]
+        assert event["request"]["url"].endswith(f"/mark/{name}")
+    assert by_name["a"]["tags"]["request_id"] != by_name["b"]["tags"]["request_id"]
+    trace_ids = {event["contexts"]["trace"]["trace_id"] for event in by_name.values()}
+    assert len(trace_ids) == 2
+    assert "who" not in Scope.get_isolation_scope()._tags
+    assert "who" not in Scope.get_current_scope()._extras
+
+
+async def _call_async(app: Any, path: str) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with contextlib.suppress(RuntimeError):
+        await app(scope, receive, send)
+    return int(sent[0]["status"])
+
+
+def test_fast_fork_of_an_empty_scope_shares_no_container() -> None:
+    """A request's parent scopes are mostly empty: the new, empty containers are its own."""
+    parent = Scope()
+    for forked in (_scope_fork.fork(parent), _scope_fork.fork(parent, keep_breadcrumbs=False)):
+        for name in Scope.__slots__:
+            value = getattr(parent, name)
+            if isinstance(value, (dict, list, deque)):
+                assert getattr(forked, name) is not value, f"{name} is shared with the parent"
+                assert getattr(forked, name) == value, name
+        forked.set_tag("t", "1")
+        forked.add_event_processor(lambda event, hint: event)
+        forked.set_attribute("a", "v")
+    assert parent._tags == {}
+    assert parent._event_processors == []
+    assert parent._attributes == {}
+
+
+def _session_totals(sentry_events: CapturedEnvelopes) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for item in sentry_events.items("sessions"):
+        for bucket in item["aggregates"]:
+            counts = totals.setdefault(bucket["started"], {})
+            for key in ("exited", "errored", "crashed"):
+                if key in bucket:
+                    counts[key] = counts.get(key, 0) + bucket[key]
+    return totals
+
+
+@pytest.mark.lean_only
+def test_release_health_counts_survive_a_flush_mid_minute(
+    sentry_events: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The minute's counts handed over by a flush are not added to again: later requests in
+    the same minute start a new count, sent by the next flush."""
+    fastapi_sentry.install(make_app(), dsn=DSN, enable_tracing=False, release="shop@1")
+    monkeypatch.setattr(_sessions, "_time", lambda: 1_800_000_010.0)
+    _sessions.reset()
+    for _ in range(3):
+        _sessions.record("exited")
+    _sessions.flush()
+    _sessions.record("exited")
+    _sessions.record("errored")
+    _sessions.flush()
+    flush(2.0)
+    assert _session_totals(sentry_events) == {
+        "2027-01-15T08:00:00.000000Z": {"exited": 4, "errored": 1}
+    }
+    assert len(sentry_events.items("sessions")) == 2
+
+
+@pytest.mark.lean_only
+def test_release_health_counts_each_minute_apart(
+    sentry_events: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request in a new minute hands the minute before over and counts in its own."""
+    fastapi_sentry.install(make_app(), dsn=DSN, enable_tracing=False, release="shop@1")
+    now = [1_800_000_059.5]
+    monkeypatch.setattr(_sessions, "_time", lambda: now[0])
+    _sessions.reset()
+    _sessions.record("exited")
+    now[0] = 1_800_000_060.0  # the next minute, to the second
+    _sessions.record("crashed")
+    assert len(sentry_events.items("sessions")) == 1  # handed over as the new minute began
+    now[0] = 1_800_000_059.9  # the clock stepped back: counted in its own minute, not this one
+    _sessions.record("exited")
+    _sessions.flush()
+    flush(2.0)
+    assert _session_totals(sentry_events) == {
+        "2027-01-15T08:00:00.000000Z": {"exited": 2},
+        "2027-01-15T08:01:00.000000Z": {"crashed": 1},
+    }

@@ -112,7 +112,10 @@ class RequestContextMiddleware:
                     has_body = True
         state = RequestState(scope, request_id or new_request_id(), self.enricher)
 
-        isolation = fork(Scope.get_isolation_scope(), keep_breadcrumbs=False)
+        parent = _isolation_scope.get()
+        isolation = fork(
+            Scope.get_isolation_scope() if parent is None else parent, keep_breadcrumbs=False
+        )
         incoming = (
             PropagationContext.from_incoming_data(trace_headers)
             if trace_headers is not None
@@ -125,7 +128,10 @@ class RequestContextMiddleware:
             propagation = incoming or PropagationContext()
         isolation._propagation_context = propagation
         isolation_token = _isolation_scope.set(isolation)
-        current_token = _current_scope.set(fork(Scope.get_current_scope()))
+        parent = _current_scope.get()
+        current_token = _current_scope.set(
+            fork(Scope.get_current_scope() if parent is None else parent)
+        )
         state_token = current_request.set(state)
         try:
             if has_body and self.max_body_bytes:
@@ -137,7 +143,7 @@ class RequestContextMiddleware:
                     await self._traced(scope, receive, send, state, propagation)
             else:
                 try:
-                    await self.app(scope, receive, self._sender(send, state, None))
+                    await self.app(scope, receive, _untraced_sender(send, state, self.header))
                 except Exception as exc:
                     report_exception(exc, handled=False)
                     raise
@@ -242,15 +248,7 @@ class RequestContextMiddleware:
                 elif span is not None:  # a streamed segment, as the SDK's ASGI integration sets it
                     span.status = "error" if status >= 400 else "ok"
                     span.set_attribute("http.response.status_code", status)
-                headers = message.get("headers", ())
-                for name, _ in headers:
-                    if name.lower() == header:
-                        break
-                else:
-                    message = {
-                        **message,
-                        "headers": [*headers, (header, state.request_id.encode("latin-1"))],
-                    }
+                message = _with_request_id(message, header, state)
             await send(message)
 
         return send_with_request_id
@@ -261,6 +259,28 @@ class RequestContextMiddleware:
         except Exception as exc:  # a failing startup is worth an event, as the SDK sends one
             report_exception(exc, handled=False)
             raise
+
+
+def _untraced_sender(send: Send, state: RequestState, header: bytes) -> Send:
+    """`_sender` without a span, and without a coroutine of its own per message: it hands back
+    `send`'s awaitable, so each message costs one call instead of a second coroutine."""
+
+    def send_with_request_id(message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            state.status = message.get("status", 200)
+            message = _with_request_id(message, header, state)
+        return send(message)
+
+    return send_with_request_id
+
+
+def _with_request_id(message: Message, header: bytes, state: RequestState) -> Message:
+    """The response start with the request id header, unless the app has set its own."""
+    headers = message.get("headers", ())
+    for name, _ in headers:
+        if name.lower() == header:
+            return message
+    return {**message, "headers": [*headers, (header, state.request_id.encode())]}
 
 
 def _keeping_body(receive: Receive, state: RequestState, limit: int) -> Receive:

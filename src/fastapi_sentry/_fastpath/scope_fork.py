@@ -3,7 +3,9 @@
 `Scope.fork()` goes through `copy.copy`, which copies the breadcrumb deque and deep-copies the
 feature flags through the `copy` module's dispatch, two scopes per request. This is the same copy,
 attribute by attribute, without the dispatch, and without copying breadcrumbs a request starts
-without (what that saves per request is part of `benchmarks/bench_inprocess.py --instructions`).
+without, and making an empty container new instead of copying it (a request's parent scopes
+are mostly empty; what that saves per request is part of
+`benchmarks/bench_inprocess.py --instructions`).
 
 It is used only while `Scope.__slots__` is exactly the set below; if a sentry-sdk release adds
 or renames a field, `fork()` falls back to the SDK's own copy, so nothing can be left shared.
@@ -44,31 +46,40 @@ def fork(scope: Scope, *, keep_breadcrumbs: bool = True) -> Scope:
     rv._name = scope._name
     rv._fingerprint = scope._fingerprint
     rv._transaction = scope._transaction
-    rv._transaction_info = scope._transaction_info.copy()
+    info = scope._transaction_info
+    rv._transaction_info = info.copy() if info else {}
     rv._user = scope._user
-    rv._tags = scope._tags.copy()
-    rv._contexts = scope._contexts.copy()
-    rv._extras = scope._extras.copy()
+    tags = scope._tags
+    rv._tags = tags.copy() if tags else {}
+    contexts = scope._contexts
+    rv._contexts = contexts.copy() if contexts else {}
+    extras = scope._extras
+    rv._extras = extras.copy() if extras else {}
     if keep_breadcrumbs:
         rv._breadcrumbs = scope._breadcrumbs.copy()
         rv._n_breadcrumbs_truncated = scope._n_breadcrumbs_truncated
     else:
         rv._breadcrumbs = deque()
         rv._n_breadcrumbs_truncated = 0
-    rv._gen_ai_original_message_count = scope._gen_ai_original_message_count.copy()
-    rv._event_processors = scope._event_processors.copy()
-    rv._error_processors = scope._error_processors.copy()
+    counts = scope._gen_ai_original_message_count
+    rv._gen_ai_original_message_count = counts.copy() if counts else {}
+    processors = scope._event_processors
+    rv._event_processors = processors.copy() if processors else []
+    error_processors = scope._error_processors
+    rv._error_processors = error_processors.copy() if error_processors else []
     rv._propagation_context = scope._propagation_context
     rv._should_capture = scope._should_capture
     rv._span = scope._span
     rv._server_segment_span = scope._server_segment_span
     rv._session = scope._session
     rv._force_auto_session_tracking = scope._force_auto_session_tracking
-    rv._attachments = scope._attachments.copy()
+    attachments = scope._attachments
+    rv._attachments = attachments.copy() if attachments else []
     rv._profile = scope._profile
     rv._last_event_id = scope._last_event_id
     flags = scope._flags
     rv._flags = None if flags is None else deepcopy(flags)
-    rv._attributes = scope._attributes.copy()
+    attributes = scope._attributes
+    rv._attributes = attributes.copy() if attributes else {}
     rv._gen_ai_conversation_id = scope._gen_ai_conversation_id
     return rv

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import atexit
 import threading
-import time
 from datetime import datetime, timezone
+from time import time as _time
 from typing import Any
 
 from fastapi_sentry._context import current_request
@@ -22,12 +22,26 @@ from fastapi_sentry._state import on_reset
 class _Counts:
     """The per-minute counts not yet handed to the transport."""
 
-    __slots__ = ("atexit_registered", "by_minute", "current_minute", "enabled", "lock")
+    __slots__ = (
+        "atexit_registered",
+        "bucket",
+        "by_minute",
+        "current_minute",
+        "enabled",
+        "lock",
+        "minute_end",
+        "minute_start",
+    )
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.by_minute: dict[int, dict[str, int]] = {}
         self.current_minute = -1
+        #: the current minute's counts and its bounds (`time.time()`): a request inside them
+        #: adds one without working out its minute
+        self.bucket: dict[str, int] | None = None
+        self.minute_start = 0.0
+        self.minute_end = 0.0
         self.enabled = False
         self.atexit_registered = False
 
@@ -50,14 +64,25 @@ def record(outcome: str) -> None:
     counts = _COUNTS
     if not counts.enabled:
         return
-    minute = int(time.time()) // 60
+    now = _time()
+    bucket = counts.bucket
+    if bucket is None or not counts.minute_start <= now < counts.minute_end:
+        bucket = _bucket_for(now)
+    bucket[outcome] = bucket.get(outcome, 0) + 1
+
+
+def _bucket_for(now: float) -> dict[str, int]:
+    """The counts of `now`'s minute; a new minute hands the ones before it over."""
+    counts = _COUNTS
+    minute = int(now) // 60
     if minute != counts.current_minute:
         counts.current_minute = minute
         _hand_over(before=minute)
-    bucket = counts.by_minute.get(minute)
-    if bucket is None:
-        bucket = counts.by_minute.setdefault(minute, {})
-    bucket[outcome] = bucket.get(outcome, 0) + 1
+    bucket = counts.by_minute.setdefault(minute, {})
+    counts.minute_start = minute * 60.0
+    counts.minute_end = counts.minute_start + 60.0
+    counts.bucket = bucket
+    return bucket
 
 
 def note_sent_event(event: dict[str, Any]) -> None:
@@ -88,6 +113,8 @@ def _hand_over(before: int | None) -> None:
         by_minute = _COUNTS.by_minute
         minutes = [m for m in by_minute if before is None or m < before]
         buckets = {minute: by_minute.pop(minute) for minute in minutes}
+        if buckets:
+            _COUNTS.bucket = None  # it may be one of them: the next request finds a new one
     if buckets:
         _send(buckets)
 
@@ -119,6 +146,7 @@ def reset() -> None:
     """Forget the counts (a new client, or `fastapi_sentry._state.reset()`)."""
     with _COUNTS.lock:
         _COUNTS.by_minute.clear()
+        _COUNTS.bucket = None
     _COUNTS.current_minute = -1
 
 
