@@ -330,3 +330,14 @@ def test_a_refused_connection_is_a_network_error() -> None:
     transport = _transport_for(f"http://k@127.0.0.1:{port}/1")
     with pytest.raises(ConnectionRefusedError):
         _post(transport)
+
+
+def test_bytes_after_an_answer_are_not_taken_for_the_next_one(canned: list[CannedServer]) -> None:
+    server = CannedServer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n"
+    )
+    canned.append(server)
+    transport = _transport_for(server.dsn)
+    assert [_post(transport).status for _ in range(3)] == [200, 200, 200]
+    assert server.connections == 3

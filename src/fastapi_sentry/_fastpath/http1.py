@@ -167,7 +167,8 @@ class Connection:
         data, reusable = self._read_body(sock, status, values)
         if version == "HTTP/1.0":
             reusable = reusable and values.get("connection", "").lower() == "keep-alive"
-        if not reusable or "close" in values.get("connection", "").lower():
+        # bytes after the answer were not asked for: the next answer could not be told apart
+        if not reusable or self._buffer or "close" in values.get("connection", "").lower():
             self._drop()
         return Answer(status, Headers(values), data)
 
