@@ -310,6 +310,7 @@ def test_anything_but_plain_http_keeps_the_sdks_path(dsn: str, options: dict[str
     assert _transport_for(dsn, **options)._connection is None
 
 
+@pytest.mark.lean_only  # the fallback keeps sentry-sdk's own transport
 def test_install_sends_over_our_connection() -> None:
     with Receiver() as receiver:
         fastapi_sentry.install(FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0)
