@@ -85,6 +85,7 @@ _SHAPES: tuple[tuple[str, str], ...] = (
     ("HttpTransport", "_send_envelope"),  # the circuit breaker wraps these three
     ("HttpTransport", "_handle_response"),
     ("HttpTransport", "_make_pool"),
+    ("HttpTransport", "_serialize_envelope"),  # envelope bytes by orjson (`transport.py`)
     ("HttpTransport", "record_lost_event"),
     # the delivery transport (`delivery.py`) runs its own queues and sends with these
     ("HttpTransport", "_create_worker"),

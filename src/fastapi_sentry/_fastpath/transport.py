@@ -20,22 +20,53 @@ figures):
   connections call http.client's own `putrequest`, which the SDK's patch wraps.
 - Brotli quality 1 instead of the SDK's 4: several times cheaper to compress a typical
   transaction envelope, for a slightly larger body.
+
+And two more, measured stage by stage on one transaction's envelope
+(`benchmarks/bench_send_instructions.py`; its result file has the figures):
+
+- The envelope's bytes with orjson when it is installed (the `inbox` extra brings it):
+  `envelope_bytes` makes what `Envelope.serialize` makes, parsed back item for item; whatever
+  orjson refuses (a non-string key, an integer past 64 bits, a lone surrogate, a type it would
+  convert and the standard library would not) goes through sentry-sdk's own `json_dumps`.
+  One difference: a NaN or infinity becomes null, where the standard library refuses the whole
+  envelope.
+- For a plain `http` DSN without a proxy or socket options, the POST goes over one kept-alive
+  socket (`http1.py`) instead of urllib3's pool and http.client's email-package header parsing;
+  every other DSN keeps sentry-sdk's urllib3 path. Rate limits, 429 and Retry-After are read
+  from its answer by sentry-sdk's own code.
 """
 
 from __future__ import annotations
 
+import gzip
 import http.client
+import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from sentry_sdk import transport as sdk_transport
+from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope
+from sentry_sdk.utils import json_dumps
 from urllib3 import PoolManager, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from fastapi_sentry._fastpath._sdk_seam import HttpTransport
+from fastapi_sentry._fastpath.http1 import Connection
+
+orjson: Any
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson comes with the inbox extra
+    orjson = None
+#: The SDK's own brotli module, or None where it has none (it then compresses with gzip).
+brotli: Any = getattr(sdk_transport, "brotli", None)
+
+#: Whether envelope bytes are made by orjson (else by sentry-sdk's stdlib `json_dumps`).
+ORJSON = orjson is not None
 
 #: First pause after a failure, and the longest one, in seconds.
 FIRST_BACKOFF = 1.0
@@ -99,6 +130,40 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _UninstrumentedHTTPSConnection
 
 
+# what orjson would write and the standard library refuses is left to the standard library
+_ORJSON_OPTIONS = (
+    0 if orjson is None else orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON as sentry-sdk's `json_dumps` writes it, by orjson where it can."""
+    if orjson is not None:
+        try:
+            data: bytes = orjson.dumps(value, option=_ORJSON_OPTIONS)
+            return data
+        except TypeError:  # orjson.JSONEncodeError too: the standard library decides
+            pass
+    return json_dumps(value)
+
+
+def envelope_bytes(envelope: Envelope) -> bytes:
+    """`Envelope.serialize`, by `_dumps`; a payload keeps its bytes, as the SDK's does."""
+    parts = [_dumps(envelope.headers), b"\n"]
+    for item in envelope.items:
+        payload = item.payload
+        data = payload.bytes
+        if data is None:
+            if payload.path is None and payload.json is not None:
+                data = payload.bytes = _dumps(payload.json)
+            else:
+                data = payload.get_bytes()
+        headers = dict(item.headers)
+        headers["length"] = len(data)
+        parts += (_dumps(headers), b"\n", data, b"\n")
+    return b"".join(parts)
+
+
 class ResilientTransport(HttpTransport):
     """`HttpTransport` that backs off after network errors and 5xx answers."""
 
@@ -107,6 +172,46 @@ class ResilientTransport(HttpTransport):
         self._breaker_lock = threading.Lock()
         self._failures = 0
         self._closed_at = 0.0  # monotonic time from which sending is tried again
+        self._connection = self._fast_connection()
+
+    def _fast_connection(self) -> Connection | None:
+        """Our own connection where nothing calls for urllib3: a plain http DSN, no proxy
+        (the pool is a bare `PoolManager`), no socket options."""
+        dsn = self.parsed_dsn
+        if (
+            dsn is None
+            or dsn.scheme != "http"
+            or type(self._pool) is not PoolManager
+            or self.options.get("socket_options") is not None
+            or self.options.get("keep_alive")
+        ):
+            return None
+        return Connection(self._auth.get_api_url(EndpointType.ENVELOPE), timeout=self.TIMEOUT)
+
+    def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:
+        data = envelope_bytes(envelope)
+        algo: str | None = self._compression_algo  # the SDK's own choice, as it compresses
+        if self._compression_level == 0 or algo is None:
+            return None, io.BytesIO(data)
+        if algo == "br" and brotli is not None:
+            return "br", io.BytesIO(brotli.compress(data, quality=self._compression_level))
+        body = io.BytesIO()
+        with gzip.GzipFile(fileobj=body, mode="w", compresslevel=self._compression_level) as f:
+            f.write(data)
+        return "gzip", body
+
+    def _request(
+        self, method: str, endpoint_type: EndpointType, body: Any, headers: Mapping[str, str]
+    ) -> Any:
+        connection = self._connection
+        if connection is None or endpoint_type is not EndpointType.ENVELOPE or method != "POST":
+            return super()._request(method, endpoint_type, body, headers)
+        return connection.post(body if isinstance(body, bytes) else bytes(body), headers)
+
+    def kill(self) -> None:
+        super().kill()
+        if self._connection is not None:
+            self._connection.close()
 
     def _make_pool(self) -> PoolManager | ProxyManager:
         pool = super()._make_pool()
