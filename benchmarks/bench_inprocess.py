@@ -196,7 +196,7 @@ def _peak_rss_mb(config: str, count: int, dsn: str) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
 
-def _instruction_table(dsn: str, configs: list[str]) -> None:
+def _instruction_table(dsn: str, configs: list[str], counts: tuple[int, int] = (500, 2500)) -> None:
     import result_file  # the parent's only: the measured children must not load it
 
     load_before = result_file.machine()
@@ -204,10 +204,10 @@ def _instruction_table(dsn: str, configs: list[str]) -> None:
     sent: dict[str, float] = {}
     rss: dict[str, float] = {}
     for name in configs:
-        small, sent_small = _instructions(name, 500, dsn)
-        large, sent_large = _instructions(name, 2500, dsn)
-        per_request[name] = (large - small) / 2000
-        sent[name] = (sent_small + sent_large) / 3000
+        small, sent_small = _instructions(name, counts[0], dsn)
+        large, sent_large = _instructions(name, counts[1], dsn)
+        per_request[name] = (large - small) / (counts[1] - counts[0])
+        sent[name] = (sent_small + sent_large) / (counts[0] + counts[1])
         rss[name] = _peak_rss_mb(name, 2500, dsn)
         print(f"{name:16} {per_request[name]:12,.0f} instructions per request", flush=True)
     base = per_request.get("none")
@@ -244,7 +244,7 @@ def _instruction_table(dsn: str, configs: list[str]) -> None:
         "inprocess-instructions",
         results,
         table="\n".join(lines),
-        settings={"requests": [500, 2500], "tool": "valgrind --tool=callgrind"},
+        settings={"requests": list(counts), "tool": "valgrind --tool=callgrind"},
         load_before=load_before,
     )
 
@@ -326,6 +326,12 @@ def main() -> int:
         "--configs", default=",".join(CONFIGS), help="comma-separated, for --instructions"
     )
     parser.add_argument(
+        "--counts",
+        default="500,2500",
+        help="the two request counts whose difference --instructions divides (e.g. 100,500: "
+        "a fifth of the time on a busy machine, with more spread at traces 0.1)",
+    )
+    parser.add_argument(
         "--receiver-port",
         type=int,
         default=0,
@@ -344,7 +350,10 @@ def main() -> int:
         unknown = sorted(set(chosen) - set(CONFIGS))
         if unknown:
             parser.error(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
-        _instruction_table(dsn, chosen)
+        small, large = (int(n) for n in args.counts.split(","))
+        if not 0 <= small < large:
+            parser.error(f"--counts needs two request counts, smaller first; got {args.counts!r}")
+        _instruction_table(dsn, chosen, (small, large))
         return 0
     import result_file  # the parent's only: the measured children must not load it
 

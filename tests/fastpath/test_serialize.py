@@ -104,6 +104,9 @@ def test_a_databag_over_breadth_is_trimmed_on_the_fast_path_as_the_sdk_trims_it(
     [
         {"request": {"data": {"a": {"b": {"c": {"d": {"e": 1}}}}}}},  # depth trimmed
         {"message": "x" * 41},  # over max_value_length
+        {"contexts": {"app": {"name": "x" * 41}}},  # ... nested in a dict
+        {"contexts": {"app": {"names": ["x" * 41]}}},  # ... in a list
+        {"contexts": {"app": {"name": "é" * 21}}},  # ... in UTF-8 bytes, not characters
         {"spans": AnnotatedValue([], {"len": 3})},
         {"contexts": {"x": float("nan")}},
         {"tags": {"x": b"bytes"}},

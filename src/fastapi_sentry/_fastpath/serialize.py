@@ -22,6 +22,7 @@ comes out equal to what the SDK's serializer makes of it.
 from __future__ import annotations
 
 import math
+import sys
 from datetime import datetime
 from itertools import islice
 from typing import Any
@@ -43,10 +44,12 @@ Path = tuple[str | int, ...]
 
 
 class _PlainCopier:
-    __slots__ = ("max_length", "meta")
+    __slots__ = ("limit", "meta", "quarter")
 
     def __init__(self, max_length: int | None) -> None:
-        self.max_length = max_length
+        #: `max_value_length`; a string longer than `quarter` is measured against it
+        self.limit = sys.maxsize if max_length is None else max_length
+        self.quarter = sys.maxsize if max_length is None else max_length // 4
         #: the SDK's `_meta` tree: where a databag was trimmed, and its length before
         self.meta: dict[str, Any] = {}
 
@@ -102,8 +105,7 @@ class _PlainCopier:
     def scalar(self, value: Any) -> Any:
         kind = type(value)
         if kind is str:
-            limit = self.max_length
-            if limit is not None and len(value) > limit // 4 and _too_long(value, limit):
+            if len(value) > self.quarter and _too_long(value, self.limit):
                 raise NotPlain
             return value
         if value is None or kind is bool or kind is int:
@@ -117,20 +119,44 @@ class _PlainCopier:
         raise NotPlain
 
     def copy(self, value: Any, level: int) -> Any:
+        # Strings, ints, bools and None (most leaves) are checked inline: a call per leaf was
+        # most of this walk's cost on a transaction. Anything else goes through `scalar`.
         kind = type(value)
         if kind is dict:
             if level > _MAX_NESTING:
                 raise NotPlain
             out: dict[str, Any] = {}
+            limit, quarter = self.limit, self.quarter
             for key, item in value.items():
                 if type(key) is not str:
                     raise NotPlain
-                out[key] = self.copy(item, level + 1)
+                kind = type(item)
+                if kind is str:
+                    if len(item) > quarter and _too_long(item, limit):
+                        raise NotPlain
+                    out[key] = item
+                elif kind is int or kind is bool or item is None:
+                    out[key] = item
+                else:
+                    out[key] = self.copy(item, level + 1)
             return out
         if kind is list or kind is tuple:
             if level > _MAX_NESTING:
                 raise NotPlain
-            return [self.copy(item, level + 1) for item in value]
+            items: list[Any] = []
+            add = items.append
+            limit, quarter = self.limit, self.quarter
+            for item in value:
+                kind = type(item)
+                if kind is str:
+                    if len(item) > quarter and _too_long(item, limit):
+                        raise NotPlain
+                    add(item)
+                elif kind is int or kind is bool or item is None:
+                    add(item)
+                else:
+                    add(self.copy(item, level + 1))
+            return items
         return self.scalar(value)
 
     def bag(self, value: Any, remaining_depth: int, path: Path) -> Any:
