@@ -1,4 +1,5 @@
-"""CPU instructions per cold scrub, today's Scrubber beside git REV's: repeatable on a busy machine.
+"""CPU instructions per cold scrub, today's Scrubber beside git REV's, each with the `fast` extra
+(Hyperscan) and without it: repeatable on a busy machine.
 
     .venv/bin/python benchmarks/bench_scrubbing_instructions.py [--against REV] [--events typical]
 
@@ -6,7 +7,8 @@ Wall time on this shared machine moves by tens of percent between runs of the sa
 bench_scrubbing.py's results); callgrind's instruction count does not. Each figure is the count
 for 25 cold scrubs minus the count for 5, over 20, so start-up and imports cancel out; for
 EventScrubber(recursive=True), which mutates its input, the deep copies it scrubs are counted alone
-and taken off. Needs valgrind; writes benchmarks/results/scrubbing-instructions-<time>.json.
+and taken off. "no extra" children cannot import hyperscan, as an install without the extra.
+Needs valgrind; writes benchmarks/results/scrubbing-instructions-<time>.json.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+CHILDREN = ("ours", "ours_pure", "before", "before_pure", "recursive", "copies")
+
+
 def child(which: str, rev: str, event: str, count: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+    if which.endswith("_pure"):
+        sys.modules["hyperscan"] = None  # type: ignore[assignment]  # an install without `fast`
     from tests.scrubbing.corpus import benchmark_events
 
     from bench_scrubbing import scrubber_at
@@ -40,7 +46,7 @@ def child(which: str, rev: str, event: str, count: int) -> None:
             for c in copies:
                 deep.scrub_event(c)  # type: ignore[arg-type]
         return
-    scrubber = (Scrubber if which == "ours" else scrubber_at(rev))()
+    scrubber = (Scrubber if which.startswith("ours") else scrubber_at(rev))()
     for _ in range(count):
         scrubber.clear_cache()
         scrubber.scrub_event(data)
@@ -57,37 +63,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--against", default="HEAD", metavar="REV")
     parser.add_argument("--events", default="small,typical,large")
-    parser.add_argument("--child", choices=["ours", "before", "recursive", "copies"])
+    parser.add_argument("--child", choices=CHILDREN)
     parser.add_argument("count", nargs="?", type=int, default=0)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.against, args.events, args.count)
         return
+    import result_file  # the parent's only
+
+    load_before = result_file.machine()
     rows = {}
-    print(
-        f"Instructions per cold scrub: ours, {args.against}'s, EventScrubber(recursive=True)'s.\n"
-    )
-    print(f"| {'event':<8} | {'ours':>12} | {'before':>12} | {'change':>7} | {'recursive':>12} "
-          f"| {'ours/rec':>8} | {'before/rec':>10} |")  # fmt: skip
-    print(f"|{'-' * 10}|{'-' * 14}|{'-' * 14}|{'-' * 9}|{'-' * 14}|{'-' * 10}|{'-' * 12}|")
+    lines = [
+        f'Instructions per cold scrub, with the `fast` extra and without it ("pure"): ours, '
+        f"{args.against}'s, EventScrubber(recursive=True)'s.",
+        "",
+        f"| {'event':<8} | {'recursive':>11} | {'ours':>11} | {'/rec':>5} | {'ours pure':>11} "
+        f"| {'/rec':>5} | {'before':>11} | {'/rec':>5} | {'before pure':>11} | {'/rec':>5} |",
+        "|" + "|".join("-" * (w + 2) for w in (8, 11, 11, 5, 11, 5, 11, 5, 11, 5)) + "|",
+    ]
+    print("\n".join(lines), flush=True)
     for event in args.events.split(","):
         per = {
             which: (instructions(which, args.against, event, 25)
                     - instructions(which, args.against, event, 5)) // 20
-            for which in ("ours", "before", "recursive", "copies")
+            for which in CHILDREN
         }  # fmt: skip
         recursive = per.pop("recursive") - per.pop("copies")  # the deep copies are not its cost
-        change = per["ours"] / per["before"] - 1
-        ours_rec, before_rec = per["ours"] / recursive, per["before"] / recursive
-        rows[event] = {**per, "change": change, "event_scrubber_recursive": recursive,
-                       "ours_per_recursive": ours_rec,
-                       "before_per_recursive": before_rec}  # fmt: skip
-        print(f"| {event:<8} | {per['ours']:>12,} | {per['before']:>12,} | {change:>+7.1%} "
-              f"| {recursive:>12,} | {ours_rec:>7.2f}x | {before_rec:>9.2f}x |")  # fmt: skip
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = ROOT / "benchmarks" / "results" / f"scrubbing-instructions-{stamp}.json"
-    out.write_text(json.dumps({"against": args.against, "instructions": rows}, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+        ratios = {f"{which}_per_recursive": n / recursive for which, n in per.items()}
+        rows[event] = {**per, "event_scrubber_recursive": recursive, **ratios}
+        cells = " | ".join(
+            f"{per[which]:>11,} | {ratios[which + '_per_recursive']:>4.2f}x"
+            for which in ("ours", "ours_pure", "before", "before_pure")
+        )
+        lines.append(f"| {event:<8} | {recursive:>11,} | {cells} |")
+        print(lines[-1], flush=True)
+    path = result_file.write(
+        "scrubbing-instructions",
+        rows,
+        settings={"against": args.against, "events": args.events, "counted": "(25 - 5) / 20"},
+        load_before=load_before,
+    )
+    # the table went out row by row; the file keeps it whole
+    report = json.loads(path.read_text())
+    report["table"] = "\n".join(lines)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

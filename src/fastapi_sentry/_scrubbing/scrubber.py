@@ -69,8 +69,12 @@ TEXT_CACHE_MAX_LEN = 512
 KEY_CACHE_SIZE = 8192
 # printf-style and str.format placeholders in logging templates
 _PLACEHOLDER_RE = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdrifgeEGxXoc]|\{[^{}]*\}")
-# where the walk left a string not seen before: (its container's copy, key or index, the string)
-_Pending = list[tuple[Any, Any, str]]
+# Where a container sits: [parent's _Node, key or index in the parent, the container, its copy or
+# None]. The walk copies a container only when something in it changes; a string it defers may
+# change later, so the path to it is kept and copied then (see `_copy_of`).
+_Node = list[Any]
+# where the walk left a string not seen before: (its container's _Node, key or index, the string)
+_Pending = list[tuple[_Node, Any, str]]
 _USER_PII_FIELDS = frozenset({"email", "username", "name", "geo"})
 _warned = False
 
@@ -169,19 +173,22 @@ class Scrubber:
         if not isinstance(event, dict):
             return event  # type: ignore[unreachable]
         out = dict(event)
+        root: _Node = [None, None, event, out]
         pending: _Pending = []
         for key, value in event.items():
             if key in _SKIPPED_TOP_LEVEL:
                 continue
+            mark = len(pending)
             try:
                 if key in ("user", "logentry") and isinstance(value, dict):
-                    out[key] = self._dict(value, 1, pending)
+                    out[key] = self._dict(value, 1, pending, root, key)
                 else:
-                    out[key] = self._field(key, value, 1, pending)
+                    out[key] = self._field(key, value, 1, pending, root)
                     if out[key] is value and type(value) is str and value not in self._cache:
-                        pending.append((out, key, value))  # scanned with the others
+                        pending.append((root, key, value))  # scanned with the others
             except Exception as e:  # must never break error reporting
                 _warn_once(e, key)
+                del pending[mark:]  # their paths lead into the part masked here
                 out[key] = self._blind(value, 0)
         try:
             self._settle(pending)
@@ -254,13 +261,20 @@ class Scrubber:
 
     def _guarded(self, value: Any, where: str) -> Any:
         try:
-            pending: _Pending = []
-            out = self._value(value, 0, pending)
-            self._settle(pending)
-            return out
+            return self._settled(value, 0)
         except Exception as e:  # must never break error reporting
             _warn_once(e, where)
             return self._blind(value, 0)
+
+    def _settled(self, value: Any, depth: int, *, as_list: bool = False) -> Any:
+        """Walk a part and scan its strings now: the root of a walk, or a part whose container
+        cannot be patched later (a tuple, a header pair). `as_list`: a tuple walked as a list."""
+        box = [value]
+        pending: _Pending = []
+        walk = self._list if as_list else self._value
+        box[0] = walk(value, depth, pending, [None, None, box, box], 0)
+        self._settle(pending)
+        return box[0]
 
     def _user(self, out: dict[str, Any]) -> dict[str, Any]:
         if self.send_default_pii:
@@ -307,7 +321,7 @@ class Scrubber:
         self._kinds[key] = kind
         return kind
 
-    def _field(self, key: object, value: Any, depth: int, pending: _Pending) -> Any:
+    def _field(self, key: object, value: Any, depth: int, pending: _Pending, parent: _Node) -> Any:
         kind = self._kinds.get(key)
         if kind is None:
             kind = self._kind(key)
@@ -315,22 +329,22 @@ class Scrubber:
             return self._mask(value)
         if type(value) is str:
             return self._cache.get(value, value)  # a new one is left to the caller to defer
-        return self._value(value, depth, pending)
+        return self._value(value, depth, pending, parent, key)
 
-    def _value(self, value: Any, depth: int, pending: _Pending) -> Any:
+    def _value(self, value: Any, depth: int, pending: _Pending, parent: _Node, at: Any) -> Any:
         t = type(value)
         if t is str:
             return self._text(value) if len(value) > 3 else value
         if t is dict:
-            return self._dict(value, depth, pending)
+            return self._dict(value, depth, pending, parent, at)
         if t is list:
-            return self._list(value, depth, pending)
+            return self._list(value, depth, pending, parent, at)
         if value is None or t is bool or t is float:
             return value
         if t is int:
             return self.replacement if value > _CARD_MIN and d.is_card_number(str(value)) else value
         if t is tuple:
-            new = self._list(value, depth, pending)
+            new = self._settled(value, depth, as_list=True)
             return value if new is value else tuple(new)
         if isinstance(value, str):
             return self._text(str(value))
@@ -340,20 +354,23 @@ class Scrubber:
             scrubbed = self._text(text)
             return value if scrubbed == text else scrubbed.encode("utf-8")
         if isinstance(value, Mapping):
-            return self._dict(dict(value), depth, pending)
+            return self._dict(dict(value), depth, pending, parent, at)
         if isinstance(value, (list, tuple, set, frozenset)):
-            return self._list(list(value), depth, pending)
+            return self._list(list(value), depth, pending, parent, at)
         if isinstance(value, (int, float, datetime.date, datetime.time, datetime.timedelta)):
             # breadcrumb timestamps arrive as datetimes; their repr would break sorting
             return value
         # An object sentry-sdk has not serialized yet: it would be sent as its repr, so scrub that.
         return self._text(repr(value))
 
-    def _dict(self, mapping: dict[Any, Any], depth: int, pending: _Pending) -> dict[Any, Any]:
+    def _dict(
+        self, mapping: dict[Any, Any], depth: int, pending: _Pending, parent: _Node, at: Any
+    ) -> dict[Any, Any]:
         if depth > MAX_DEPTH:
             return self._blind(mapping, 0)  # type: ignore[no-any-return]
-        out: dict[Any, Any] | None = None
+        node: _Node = [parent, at, mapping, None]
         kinds = self._kinds
+        out: dict[Any, Any] | None = None
         known = self._cache.get
         # the hot loop of the scrubber: one dict look-up per key and per string when nothing is new
         for key, value in mapping.items():
@@ -367,82 +384,77 @@ class Scrubber:
                 if t is str:
                     new = known(value)
                     if new is None:
-                        if len(value) < 4:
-                            continue
-                        if out is None:
-                            out = dict(mapping)
-                        pending.append((out, key, value))
+                        if len(value) > 3:
+                            pending.append((node, key, value))
                         continue
                     if new is value or new == value:
                         continue
                 elif t is dict:
-                    new = self._dict(value, depth + 1, pending)
+                    new = self._dict(value, depth + 1, pending, node, key)
                 elif t is list:
-                    new = self._list(value, depth + 1, pending)
+                    new = self._list(value, depth + 1, pending, node, key)
                 elif (t is int and -_CARD_MIN < value < _CARD_MIN) or t is bool or value is None:
                     continue
                 else:
-                    new = self._value(value, depth + 1, pending)
+                    new = self._value(value, depth + 1, pending, node, key)
             if new is not value:
                 if out is None:
-                    out = dict(mapping)
+                    out = node[3] = dict(mapping)
                 out[key] = new
         return mapping if out is None else out
 
     def _list(
-        self, items: list[Any] | tuple[Any, ...], depth: int, pending: _Pending
+        self,
+        items: list[Any] | tuple[Any, ...],
+        depth: int,
+        pending: _Pending,
+        parent: _Node,
+        at: Any,
     ) -> list[Any] | tuple[Any, ...]:
         if depth > MAX_DEPTH:
             return self._blind(items, 0)  # type: ignore[no-any-return]
         if not items:
             return items
         if type(items[0]) in (list, tuple) and _is_pair_list(items):
-            return self._pairs(items, depth, pending)
+            return self._pairs(items, depth)
         if len(items) == 2 and _looks_like_key(items[0]) and self._classify(_key_text(items[0])):
             # a lone ("authorization", "Bearer ...") pair, e.g. a loop variable over headers
-            return self._pairs([items], depth, pending)[0]  # type: ignore[no-any-return]
+            return self._pairs([items], depth)[0]  # type: ignore[no-any-return]
+        # a tuple is patched as a list copy, which _value makes a tuple again once it is settled
+        node: _Node = [parent, at, items, None]
         out: list[Any] | None = None
         new: Any
-        # a tuple cannot be patched later: its strings are scanned where they are found
-        deferrable = type(items) is list
         known = self._cache.get
         for i, item in enumerate(items):
             t = type(item)
             if t is str:
                 new = known(item)
                 if new is None:
-                    if len(item) < 4:
-                        continue
-                    if deferrable:
-                        if out is None:
-                            out = list(items)
-                        pending.append((out, i, item))
-                        continue
-                    new = self._text(item)
+                    if len(item) > 3:
+                        pending.append((node, i, item))
+                    continue
                 if new is item or new == item:
                     continue
             elif t is dict:
-                new = self._dict(item, depth + 1, pending)
+                new = self._dict(item, depth + 1, pending, node, i)
             elif (t is int and -_CARD_MIN < item < _CARD_MIN) or t is bool or item is None:
                 continue
             else:
-                new = self._value(item, depth + 1, pending)
+                new = self._value(item, depth + 1, pending, node, i)
             if new is not item:
                 if out is None:
-                    out = list(items)
+                    out = node[3] = list(items)
                 out[i] = new
         return items if out is None else out
 
-    def _pairs(
-        self, items: list[Any] | tuple[Any, ...], depth: int, pending: _Pending
-    ) -> list[Any] | tuple[Any, ...]:
+    def _pairs(self, items: list[Any] | tuple[Any, ...], depth: int) -> list[Any] | tuple[Any, ...]:
         """(name, value) pairs are a header or cookie list: ASGI scope["headers"] and reprs."""
         out: list[Any] | None = None
         for i, item in enumerate(items):
             name, value = item
             kind = self._classify(_key_text(name))
-            new_value = self._mask(value) if kind else self._value(value, depth + 1, pending)
-            new_name = self._value(name, depth + 1, pending)
+            new_value = self._mask(value) if kind else self._settled(value, depth + 1)
+            new_name = self._settled(name, depth + 1)
             if new_value is value and new_name is name:
                 continue
             if out is None:
@@ -487,8 +499,8 @@ class Scrubber:
         if changed:
             # C-level filtering: only a few of the deferred strings change
             hits = map(changed.__contains__, map(_THIRD, pending))
-            for container, key, s in itertools.compress(pending, hits):
-                container[key] = changed[s]
+            for node, key, s in itertools.compress(pending, hits):
+                _copy_of(node)[key] = changed[s]
 
     def _text(self, s: str) -> str:
         done = self._cache.get(s)
@@ -789,6 +801,17 @@ class _CMatcher:
             self._lock.release()
 
 
+def _copy_of(node: _Node) -> Any:
+    """The copy of a container the walk left as it was, made (with the path to it) on the first
+    string that changes in it."""
+    copy = node[3]
+    if copy is None:
+        original = node[2]
+        copy = node[3] = dict(original) if type(original) is dict else list(original)
+        _copy_of(node[0])[node[1]] = copy
+    return copy
+
+
 def _any_substring(words: tuple[str, ...]) -> Callable[[str], bool]:
     """`lambda s: "pass" in s or "token" in s or ...`: a chain of `in` tests is much faster than
     any() over a generator (`benchmarks/bench_scrubbing.py --breakdown`), and this runs on every
@@ -805,6 +828,8 @@ _TRIGGER_WORD = re.compile(r"[a-z0-9]+")
 
 
 _THIRD = operator.itemgetter(2)
+
+
 _NONES = itertools.repeat(None)
 # an int below this has fewer than 13 digits: no card number
 _CARD_MIN = 10**12
