@@ -308,9 +308,10 @@ def breakdown() -> dict[str, float]:
     def walk() -> s._Pending:
         scrubber.clear_cache()
         pending: s._Pending = []
+        root: s._Node = [None, None, event, dict(event)]  # as scrub_event starts its walk
         for key, value in event.items():
             if key not in s._SKIPPED_TOP_LEVEL:
-                scrubber._field(key, value, 1, pending)
+                scrubber._field(key, value, 1, pending, root)
         return pending
 
     def cold() -> None:
