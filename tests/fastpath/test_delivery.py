@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -302,25 +303,32 @@ def test_the_breaker_pause_moves_errors_to_the_outbox_not_the_floor(
 
 
 def test_errors_captured_after_transactions_are_sent_before_them() -> None:
-    """What a graceful stop relies on: in the time it has, the errors go out first."""
-    with Receiver(delay=0.02) as receiver:
+    """What a graceful stop relies on: in the time it has, the errors go out first. The receiver
+    holds the first transaction's request until every error is captured, so what is queued
+    behind it does not depend on how fast this machine is."""
+    gate = threading.Event()
+    with Receiver(gate=gate) as receiver:
         fastapi_sentry.install(
             FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=0.0
         )
-        for _ in range(40):
-            with sentry_sdk.start_transaction(name="before the errors", sampled=True):
-                pass
-        for n in range(10):
-            sentry_sdk.capture_message(f"first #{n}", level="error")
+        try:
+            for _ in range(40):
+                with sentry_sdk.start_transaction(name="before the errors", sampled=True):
+                    pass
+            receiver.wait_arrived(1)  # the sender is busy with the first transaction
+            for n in range(10):
+                sentry_sdk.capture_message(f"first #{n}", level="error")
+        finally:
+            gate.set()
         sentry_sdk.flush(timeout=30)
         kinds = [
             {str(headers.get("type")) for headers, _ in envelope.items}
             for envelope in receiver.envelopes()
         ]
     error_positions = [n for n, types in enumerate(kinds) if "event" in types]
-    assert len(error_positions) == 10
-    # at most the transactions already in flight when the errors came go before them
-    assert max(error_positions) < 10 + 3, kinds[:15]
+    # the transaction in flight, then all ten errors, then the 39 transactions queued before them
+    assert error_positions == list(range(1, 11)), kinds[:15]
+    assert sum("transaction" in types for types in kinds) == 40
 
 
 def test_the_fallback_keeps_sentry_sdks_own_transport(monkeypatch: pytest.MonkeyPatch) -> None:

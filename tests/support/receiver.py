@@ -57,9 +57,14 @@ def decompress(body: bytes, encoding: str) -> bytes:
 class Receiver:
     """Start with `with Receiver() as r:`; `r.dsn` points sentry-sdk at it."""
 
-    def __init__(self, *, delay: float = 0.0, status: int = 200) -> None:
+    def __init__(
+        self, *, delay: float = 0.0, status: int = 200, gate: threading.Event | None = None
+    ) -> None:
         self.delay = delay
         self.status = status
+        #: when given, each request is held (after it has arrived) until the gate is set
+        self.gate = gate
+        self.arrived = 0
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []  # of each request, names lower-cased
@@ -71,6 +76,11 @@ class Receiver:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 body = decompress(raw, self.headers.get("Content-Encoding", ""))
+                if receiver.gate is not None:
+                    with receiver._cond:
+                        receiver.arrived += 1
+                        receiver._cond.notify_all()
+                    receiver.gate.wait(30)
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._cond:
@@ -113,6 +123,12 @@ class Receiver:
                     )
                 self._cond.wait(left)
             return list(self.bodies)
+
+    def wait_arrived(self, count: int, timeout: float = 10.0) -> None:
+        """Until `count` requests have reached a gated receiver (held, not yet answered)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.arrived >= count, timeout):
+                raise TimeoutError(f"{self.arrived} request(s) arrived, expected {count}")
 
     def envelopes(self) -> list[Envelope]:
         with self._cond:
