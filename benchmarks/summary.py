@@ -26,8 +26,10 @@ What is read from each result file (anything missing shows as "not measured"):
   the size before `--event-kb` existed) and `rules` (absent or 0 = no alert rules; others are
   skipped). `results["by_event_kb"]` (`{"6": [rows], "50": [rows]}`) is read too. Per size, the
   row with the highest rate is shown.
-- `scrubbing-instructions-*.json` (bench_scrubbing_instructions.py): `instructions` (top level, or
-  under `results`) mapping event → `ours`, `event_scrubber_recursive`, `ours_per_recursive`; the
+- `scrubbing-instructions-*.json` (bench_scrubbing_instructions.py): `results` (or `instructions`,
+  top level or under `results`, in older files) mapping event → `ours` (with the `fast` extra
+  where installed), `ours_pure` (without it; newer files), `event_scrubber_recursive`; per event
+  the newest file that counted it; the
   event's size and peak RSS come from the newest `scrubbing-*.json` (bench_scrubbing.py):
   `results["microseconds_per_event"][event]["size_kb" | "peak_rss_mb"]`.
 """
@@ -202,44 +204,47 @@ def _inbox(files: list[Path], sources: _Sources) -> list[dict[str, Any]]:
     return cells
 
 
+def _scrubbing_rows(data: dict[str, Any]) -> dict[str, Any]:
+    """Event → counts, in either shape the instruction benchmark has written."""
+    rows = data.get("instructions") or _results(data).get("instructions") or _results(data)
+    return rows if isinstance(rows, dict) else {}
+
+
 def _scrubbing(
     files: list[Path], timed: list[Path], sources: _Sources
 ) -> list[dict[str, Any] | None]:
-    for path in files:
-        data = _load(path)
-        rows = data.get("instructions") or _results(data).get("instructions")
-        if not isinstance(rows, dict):
-            continue
-        name = sources.use(path, data)
-        sizes: dict[str, Any] = {}
-        rss_source = None
-        for timed_path in timed:
-            timed_data = _load(timed_path)
-            per_event = _results(timed_data).get("microseconds_per_event")
-            if isinstance(per_event, dict):
-                sizes, rss_source = per_event, sources.use(timed_path, timed_data)
-                break
-        cells: list[dict[str, Any] | None] = []
-        for event in SCRUB_EVENTS:
-            row = rows.get(event)
-            if not row or not row.get("event_scrubber_recursive"):
-                cells.append(None)
+    """Per event, the newest file that counted it (one run may count one event only)."""
+    sizes: dict[str, Any] = {}
+    rss_source = None
+    for timed_path in timed:
+        timed_data = _load(timed_path)
+        per_event = _results(timed_data).get("microseconds_per_event")
+        if isinstance(per_event, dict):
+            sizes, rss_source = per_event, sources.use(timed_path, timed_data)
+            break
+    cells: list[dict[str, Any] | None] = []
+    for event in SCRUB_EVENTS:
+        cell = None
+        for path in files:
+            data = _load(path)
+            row = _scrubbing_rows(data).get(event)
+            if not isinstance(row, dict) or not row.get("event_scrubber_recursive"):
                 continue
             timed_row = sizes.get(event) or {}
-            cells.append(
-                {
-                    "event": event,
-                    "size_kb": timed_row.get("size_kb"),
-                    "ours": row["ours"],
-                    "event_scrubber_recursive": row["event_scrubber_recursive"],
-                    "ratio": round(row["ours"] / row["event_scrubber_recursive"], 3),
-                    "peak_rss_mb": timed_row.get("peak_rss_mb"),
-                    "rss_source": rss_source if timed_row else None,
-                    "source": name,
-                }
-            )
-        return cells
-    return [None] * len(SCRUB_EVENTS)
+            cell = {
+                "event": event,
+                "size_kb": timed_row.get("size_kb"),
+                "ours": row["ours"],
+                "ours_pure": row.get("ours_pure"),  # without the `fast` extra, where counted
+                "event_scrubber_recursive": row["event_scrubber_recursive"],
+                "ratio": round(row["ours"] / row["event_scrubber_recursive"], 3),
+                "peak_rss_mb": timed_row.get("peak_rss_mb"),
+                "rss_source": rss_source if timed_row else None,
+                "source": sources.use(path, data),
+            }
+            break
+        cells.append(cell)
+    return cells
 
 
 def _targets(
@@ -373,11 +378,13 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
             _number(cell["ours"]),
             _number(cell["event_scrubber_recursive"]),
             f"{cell['ratio']:.2f}x",
+            _number(cell.get("ours_pure")),
+            _pure_ratio(cell),
             _number(cell.get("peak_rss_mb"), ".1f"),
             " ".join(filter(None, (mark(cell["source"]), mark(cell.get("rss_source"))))),
         ]
         for cell in summary.get("scrubbing") or []
-    ] or [[NOT_MEASURED, "", "", "", "", ""]]
+    ] or [[NOT_MEASURED, "", "", "", "", "", "", ""]]
     met = {True: "met", False: "NOT MET", None: NOT_MEASURED}
     target_rows = [
         [t["target"], t["figure"] or NOT_MEASURED, met[t["met"]]]
@@ -419,8 +426,10 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
             "Scrubbing, cold, CPU instructions per event",
             [
                 "event",
-                "Scrubber",
+                "Scrubber (`fast` extra)",
                 "EventScrubber(recursive=True)",
+                "ratio",
+                "Scrubber, no extra",
                 "ratio",
                 "peak RSS MB",
                 "from",
@@ -430,6 +439,11 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
         ("Issue 16's targets", ["target", "figure", "met"], target_rows),
         ("Files (load average: before / after)", ["", "file", "date", "load"], source_rows),
     ]
+
+
+def _pure_ratio(cell: dict[str, Any]) -> str:
+    pure = cell.get("ours_pure")
+    return NOT_MEASURED if not pure else f"{pure / cell['event_scrubber_recursive']:.2f}x"
 
 
 def render(summary: dict[str, Any], *, markdown: bool = False) -> str:
