@@ -23,7 +23,7 @@ So the SDK's Starlette and FastAPI integrations are disabled (`disabled_integrat
 - reports an exception escaping the app (mechanism `starlette`, unhandled) and re-raises it.
 
 Request data, cookies, body, user, tags and the route-template transaction name are added by
-`_request_event.enrich_event` when an event is actually sent. A sampled request runs through
+`enrich.RequestEnricher` when an event is actually sent. A sampled request runs through
 `_traced`, which builds the same transaction the SDK builds (`http.server`, named by route
 template, status, request data), or with `trace_lifecycle="stream"` through `_streamed`, which
 starts the segment span the SDK's ASGI integration starts in that mode (same name, attributes and
