@@ -11,17 +11,23 @@ import json
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sentry_sdk
 from fastapi import FastAPI, Request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastapi_sentry
+from fastapi_sentry import _event_size
 from fastapi_sentry._event_size import (
     LONG_VALUE,
     MAX_EVENT_BYTES,
     MAX_TAG_VALUE,
+    WORST_EXPANSION,
     fit_event,
     json_size,
+    size_bound,
 )
 from fastapi_sentry.inbox import InboxServer
 from tests.scrubbing.corpus import benchmark_events
@@ -196,3 +202,57 @@ def test_no_breadcrumbs_allowed_means_none_are_sent() -> None:
     event: dict[str, Any] = {"breadcrumbs": {"values": [{"message": "a"}, {"message": "b"}]}}
     fit_event(event, max_breadcrumbs=0)
     assert event["breadcrumbs"]["values"] == []
+
+
+_TEXT = st.text(
+    # DEL and every width of UTF-8 (the worst cases), control characters, quotes and lone
+    # surrogates (which orjson refuses), beside plain ASCII
+    st.one_of(
+        st.sampled_from('\x7f\x00\x1f\n"\\/é\u0800\u2028\U0001f600\ud800'),
+        st.characters(),
+        st.characters(max_codepoint=0x7F),
+    )
+)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.one_of(_TEXT, st.integers()), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_JSON)
+def test_the_cheap_size_bound_is_never_under_the_exact_size(value: Any) -> None:
+    bound = size_bound(value)
+    if bound is not None:
+        assert json_size(value) <= bound
+
+
+@pytest.mark.parametrize(
+    ("value", "expansion"),
+    [("\x7f", 6), ("é", 3), ("\u0800", 2), ("\U0001f600", 3), (1e-7, 5 / 4)],
+)
+def test_the_worst_expansions_are_the_documented_ones(value: Any, expansion: float) -> None:
+    """What the bound rests on: no character or number grows more than WORST_EXPANSION times."""
+    exact = json_size(value * 100 if isinstance(value, str) else value)
+    written = len(orjson.dumps(value * 100 if isinstance(value, str) else value))
+    assert exact / written == pytest.approx(expansion, rel=0.02)
+    assert expansion <= WORST_EXPANSION
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_TEXT, _JSON, max_size=8), st.integers(min_value=50, max_value=3000))
+def test_the_cheap_bound_leaves_fit_event_unchanged(event: dict[str, Any], max_bytes: int) -> None:
+    """The same event out of fit_event with the bound and with only the exact count."""
+    exact_only = copy.deepcopy(event)
+    with_bound = fit_event(event, max_bytes=max_bytes)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_event_size, "size_bound", lambda value: None)
+        assert fit_event(exact_only, max_bytes=max_bytes) == with_bound

@@ -10,8 +10,10 @@ not enough, the least useful parts go in a fixed order (`STEPS`); the event then
 It runs last in the pipeline's `before_send` / `before_send_transaction`: the SDK has serialized
 the event by then (everything is plain JSON, its final shape), and scrubbing has already run, so
 a cut never leaves half a secret behind that the scrubber would have recognised whole. The check
-for a normal event is one C-level JSON encoding (see benchmarks/bench_event_size.py for its
-cost); nothing else runs unless the event is over the limit. Pure: no sentry_sdk import.
+for a normal event is one orjson encoding when orjson is installed (`size_bound`), else, or when
+that bound is not clearly under the limit, one C-level JSON encoding (see
+benchmarks/bench_event_size.py for its cost); nothing else runs unless the event is over the
+limit. Pure: no sentry_sdk import.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+
+orjson: Any
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson comes with the inbox extra
+    orjson = None
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,26 @@ _encode = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circula
 def json_size(value: Any) -> int:
     """Bytes of JSON as sentry-sdk writes it (ASCII escapes, so characters are bytes)."""
     return len(_encode(value))
+
+
+#: The most bytes one byte of orjson's output can become in `json_size`'s: orjson writes UTF-8 and
+#: DEL (0x7f) raw, the standard library escapes them, so DEL becomes `\u007f` (1 -> 6), a 2-byte
+#: UTF-8 character `\uXXXX` (2 -> 6), a 3-byte one `\uXXXX` (3 -> 6) and a 4-byte one a
+#: surrogate pair (4 -> 12). Everything else is written alike (the same escapes for `"`, `\` and
+#: control characters, the same separators, the same digits), except a float's exponent, which
+#: orjson may write a digit shorter (`1e-7`, not `1e-07`: 4 -> 5). The test proves the bound.
+WORST_EXPANSION = 6
+
+
+def size_bound(value: Any) -> int | None:
+    """An upper bound of `json_size(value)` at a fraction of its cost, or None when orjson is
+    missing or refuses the value (a non-string key, a lone surrogate, an int past 64 bits)."""
+    if orjson is None:
+        return None
+    try:
+        return WORST_EXPANSION * len(orjson.dumps(value))
+    except Exception:
+        return None
 
 
 class _Trim:
@@ -289,6 +317,9 @@ def fit_event(
     try:
         trim = _Trim(event)
         _counts(trim, max_breadcrumbs, max_spans)
+        bound = size_bound(event)
+        if bound is not None and bound <= max_bytes:
+            return event
         size = original = json_size(event)
         if size <= max_bytes:
             return event

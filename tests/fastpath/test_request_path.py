@@ -241,7 +241,7 @@ def test_head_sampling_agrees_with_the_sdk_decision(sentry_events: CapturedEnvel
     asgi_scope = {"type": "http", "path": "/x"}
     sampled = 0
     for _ in range(400):  # traces started here
-        ours, context = sampler.decide(asgi_scope, None)
+        ours, context, _ = sampler.decide(asgi_scope, None)
         assert isinstance(context, HeadOfTrace)
         transaction = sentry_sdk.tracing.Transaction(
             name="x", trace_id=context.trace_id, baggage=context.transaction_baggage()
@@ -254,18 +254,114 @@ def test_head_sampling_agrees_with_the_sdk_decision(sentry_events: CapturedEnvel
     rng = random.Random(7)
     for _ in range(200):  # traces continued from a caller that left the decision to us
         headers = {"sentry-trace": f"{uuid.UUID(int=rng.getrandbits(128)).hex}-{'b' * 16}"}
-        ours, context = sampler.decide(asgi_scope, PropagationContext.from_incoming_data(headers))
+        ours, context, _ = sampler.decide(
+            asgi_scope, PropagationContext.from_incoming_data(headers)
+        )
         transaction = sentry_sdk.continue_trace(headers, name="x")
         with sentry_sdk.start_transaction(transaction):
             pass
         assert transaction.sampled == ours
 
 
+def _sampled_request(
+    monkeypatch: pytest.MonkeyPatch,
+    captured: CapturedEnvelopes,
+    headers: dict[str, str],
+    downsample_factor: int,
+    decided: bool,
+) -> tuple[dict[str, Any], dict[str, Any], float | None]:
+    """One sampled request: its transaction, its envelope's `trace` header and its sample rate.
+
+    `decided=False` makes the middleware leave the decision to `start_transaction` again, as it
+    did before `DecidedTransaction`."""
+    app = FastAPI()
+    rates: list[float | None] = []
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        transaction = sentry_sdk.get_current_scope().transaction
+        rates.append(None if transaction is None else transaction.sample_rate)
+        return {"item_id": item_id}
+
+    fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.5, release="shop@1")
+    client = sentry_sdk.get_client()
+    assert client.monitor is not None
+    monkeypatch.setattr(client.monitor, "_downsample_factor", downsample_factor)
+    sampler = client.options["traces_sampler"]
+    calls: list[object] = []
+
+    def counting_sampler(context: dict[str, Any]) -> float:
+        calls.append(context)
+        return float(sampler(context))
+
+    client.options["traces_sampler"] = counting_sampler
+    if not decided:
+        decide = HeadSampler.decide
+        monkeypatch.setattr(HeadSampler, "decide", lambda self, *a: (*decide(self, *a)[:2], None))
+    random.seed(3)  # our dice for a trace started here: 0.237964, under 0.5 and 0.25
+    assert call(app, "GET", "/items/1", {**headers, "x-request-id": "r1"}) == 200
+    monkeypatch.undo()
+    sentry_sdk.flush()
+    envelope = [e for e in captured.envelopes if e.items[0].type == "transaction"][-1]
+    transaction = json.loads(envelope.items[0].get_bytes())
+    assert len(calls) == (1 if decided else 2)
+    return transaction, dict(envelope.headers["trace"]), rates[0]
+
+
+def _without_ids(event: dict[str, Any]) -> dict[str, Any]:
+    event = {
+        k: v for k, v in event.items() if k not in ("event_id", "timestamp", "start_timestamp")
+    }
+    trace = dict(event["contexts"]["trace"])
+    trace.pop("span_id")
+    trace.pop("trace_id")
+    event["contexts"] = {**event["contexts"], "trace": trace}
+    return event
+
+
+@pytest.mark.lean_only
+@pytest.mark.parametrize("downsample_factor", [0, 1])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # a trace started here
+        {  # the caller sampled
+            "sentry-trace": f"{'a' * 32}-{'b' * 16}-1",
+            "baggage": f"sentry-trace_id={'a' * 32},sentry-sample_rand=0.1,sentry-sampled=true",
+        },
+        {  # the caller left the decision to us, with its dice
+            "sentry-trace": f"{'a' * 32}-{'b' * 16}",
+            "baggage": f"sentry-trace_id={'a' * 32},sentry-sample_rand=0.1,sentry-sample_rate=0.7",
+        },
+    ],
+    ids=["head", "parent-sampled", "parent-undecided"],
+)
+def test_a_decided_transaction_is_the_one_the_sdk_samples(
+    monkeypatch: pytest.MonkeyPatch,
+    sentry_events: CapturedEnvelopes,
+    headers: dict[str, str],
+    downsample_factor: int,
+) -> None:
+    """Not running the traces sampler twice changes nothing: the event, the dynamic sampling
+    context (rate, decision, dice) and the transaction's sample rate, also under backpressure;
+    only the second call of the traces sampler is gone."""
+    before = _sampled_request(monkeypatch, sentry_events, headers, downsample_factor, False)
+    after = _sampled_request(monkeypatch, sentry_events, headers, downsample_factor, True)
+    assert len(sentry_events.transactions) == 2
+    assert _without_ids(after[0]) == _without_ids(before[0])
+    trace_before, trace_after = before[1], after[1]
+    assert trace_after.pop("trace_id") == after[0]["contexts"]["trace"]["trace_id"]
+    assert trace_before.pop("trace_id") == before[0]["contexts"]["trace"]["trace_id"]
+    assert trace_after == trace_before
+    assert "sample_rate" in trace_after
+    assert after[2] == before[2] is not None
+
+
 def test_an_unsampled_head_tells_downstream_services_not_to_sample(
     sentry_events: CapturedEnvelopes,
 ) -> None:
     sentry_sdk.init(dsn=DSN, traces_sample_rate=0.000001, release="shop@1")
-    sampled, context = HeadSampler().decide({"type": "http", "path": "/x"}, None)
+    sampled, context, _ = HeadSampler().decide({"type": "http", "path": "/x"}, None)
     assert not sampled
     headers = dict(context.iter_headers())
     assert headers["sentry-trace"].endswith("-0")

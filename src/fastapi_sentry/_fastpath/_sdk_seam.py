@@ -42,7 +42,12 @@ try:
     from sentry_sdk.integrations.starlette import patch_templates
     from sentry_sdk.scope import Scope, _current_scope, _isolation_scope
     from sentry_sdk.tracing import Transaction
-    from sentry_sdk.tracing_utils import Baggage, PropagationContext, _generate_sample_rand
+    from sentry_sdk.tracing_utils import (
+        Baggage,
+        PropagationContext,
+        _generate_sample_rand,
+        has_tracing_enabled,
+    )
     from sentry_sdk.transport import HttpTransport
     from sentry_sdk.utils import _is_localhost, has_data_collection_enabled
 except ImportError as exc:  # pragma: no cover - depends on the installed sentry-sdk
@@ -69,6 +74,7 @@ __all__ = [
     "_is_localhost",
     "_isolation_scope",
     "has_data_collection_enabled",
+    "has_tracing_enabled",
     "patch_templates",
     "request_body_within_bounds",
     "sdk_client",
@@ -82,6 +88,8 @@ _SHAPES: tuple[tuple[str, str], ...] = (
     ("Baggage", "populate_from_propagation_context"),
     ("PropagationContext", "from_incoming_data"),
     ("PropagationContext", "to_traceparent"),
+    ("Transaction", "_set_initial_sampling_decision"),  # `sampling.DecidedTransaction`
+    ("Transaction", "_get_log_representation"),
     ("HttpTransport", "_send_envelope"),  # the circuit breaker wraps these three
     ("HttpTransport", "_handle_response"),
     ("HttpTransport", "_make_pool"),

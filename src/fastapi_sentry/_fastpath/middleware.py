@@ -35,6 +35,7 @@ Release-health request counts are kept by `_sessions`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import sentry_sdk
 import sentry_sdk.traces
@@ -58,7 +59,7 @@ from fastapi_sentry._fastpath.enrich import (
     transaction_name,
     url_name,
 )
-from fastapi_sentry._fastpath.sampling import HeadOfTrace, HeadSampler
+from fastapi_sentry._fastpath.sampling import DecidedTransaction, HeadOfTrace, HeadSampler
 from fastapi_sentry._fastpath.scope_fork import fork
 
 _TRACE_HEADERS = frozenset({b"sentry-trace", b"baggage", b"traceparent"})
@@ -122,8 +123,9 @@ class RequestContextMiddleware:
             else None
         )
         sampled = False
+        decided: float | None = None
         if self.sampler.enabled:
-            sampled, propagation = self.sampler.decide(scope, incoming)
+            sampled, propagation, decided = self.sampler.decide(scope, incoming)
         else:
             propagation = incoming or PropagationContext()
         isolation._propagation_context = propagation
@@ -140,7 +142,7 @@ class RequestContextMiddleware:
                 if self.stream:
                     await self._streamed(scope, receive, send, state, propagation)
                 else:
-                    await self._traced(scope, receive, send, state, propagation)
+                    await self._traced(scope, receive, send, state, propagation, decided)
             else:
                 try:
                     await self.app(scope, receive, _untraced_sender(send, state, self.header))
@@ -160,6 +162,7 @@ class RequestContextMiddleware:
         send: Send,
         state: RequestState,
         propagation: PropagationContext,
+        decided: float | None,
     ) -> None:
         """A sampled request: the transaction sentry-sdk's integration would have made."""
         # named by URL until routing has matched (the SDK does the same)
@@ -169,16 +172,19 @@ class RequestContextMiddleware:
             if isinstance(propagation, HeadOfTrace)
             else propagation.baggage
         )
-        transaction = Transaction(
-            op=f"{scope['type']}.server",
-            name=name,
-            source=source,
-            origin=ORIGIN,
-            baggage=baggage,
-            parent_sampled=propagation.parent_sampled,
-            trace_id=propagation.trace_id,
-            parent_span_id=propagation.parent_span_id,
-            same_process_as_parent=False,
+        fields: dict[str, Any] = {
+            "op": f"{scope['type']}.server",
+            "name": name,
+            "source": source,
+            "origin": ORIGIN,
+            "baggage": baggage,
+            "parent_sampled": propagation.parent_sampled,
+            "trace_id": propagation.trace_id,
+            "parent_span_id": propagation.parent_span_id,
+            "same_process_as_parent": False,
+        }
+        transaction = (
+            Transaction(**fields) if decided is None else DecidedTransaction(decided, **fields)
         )
         transaction.set_tag("asgi.type", scope["type"])
         with sentry_sdk.start_transaction(

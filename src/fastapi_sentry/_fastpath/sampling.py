@@ -6,18 +6,29 @@ first: the rate comes from `traces_sampler` (or the parent's decision, or
 `traces_sample_rate`); the dice is the incoming trace's `sample_rand` (from its baggage, or
 derived from its id as the SDK derives it), or for a trace started here one `random.random()`
 that is then carried in the baggage, so downstream services follow it. A sampled request goes
-through `start_transaction` with that `sample_rand`, which reaches the same decision.
+through `start_transaction` as a `DecidedTransaction`, which takes this decision and rate instead
+of running the traces sampler a second time.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import MutableMapping
+from decimal import Decimal
+from numbers import Real
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.utils import logger
 
-from fastapi_sentry._fastpath._sdk_seam import Baggage, PropagationContext, _generate_sample_rand
+from fastapi_sentry._fastpath._sdk_seam import (
+    Baggage,
+    PropagationContext,
+    Transaction,
+    _generate_sample_rand,
+    has_tracing_enabled,
+)
 
 
 class HeadOfTrace(PropagationContext):
@@ -54,62 +65,94 @@ class HeadOfTrace(PropagationContext):
         return Baggage({"sample_rand": f"{self.sample_rand:.6f}"}, mutable=True)
 
 
+class DecidedTransaction(Transaction):
+    """A transaction `HeadSampler` has already sampled, at `decided_rate`.
+
+    `start_transaction` would otherwise run the traces sampler again (and then its own dice, which
+    reach the same answer). It still builds the sampling context, writes the rate into the dynamic
+    sampling context and starts the profile exactly as for any transaction.
+    """
+
+    __slots__ = ("decided_rate",)
+
+    def __init__(self, decided_rate: float, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.decided_rate = decided_rate
+
+    def _set_initial_sampling_decision(self, sampling_context: Any) -> None:
+        self.sample_rate = self.decided_rate
+        self.sampled = True
+        if logger.isEnabledFor(10):  # logging.DEBUG; the SDK's message, only when it is shown
+            logger.debug("[Tracing] Starting %s", self._get_log_representation())
+
+
 class HeadSampler:
-    __slots__ = ("enabled",)
+    __slots__ = ("enabled", "final")
 
     def __init__(self) -> None:
         options = sentry_sdk.get_client().options
         self.enabled = bool(
             callable(options.get("traces_sampler")) or options.get("traces_sample_rate")
         )
+        #: our decision stands for the SDK's (it would not unsample a transaction outright)
+        self.final = has_tracing_enabled(options)
 
     def decide(
         self, asgi_scope: MutableMapping[str, Any], incoming: PropagationContext | None
-    ) -> tuple[bool, PropagationContext]:
-        """Sampled or not, and the propagation context the request should carry."""
-        rate = self._rate(asgi_scope, incoming)
+    ) -> tuple[bool, PropagationContext, float | None]:
+        """Sampled or not, the propagation context the request should carry, and the sample
+        rate a sampled transaction gets (None: the SDK must decide again, and log why not)."""
+        rate, valid = self._rate(asgi_scope, incoming)
+        decided = rate if valid and self.final else None
         if incoming is not None:
             if rate <= 0.0 or rate >= 1.0:
-                return rate >= 1.0, incoming
-            return _sample_rand(incoming) < rate, incoming
+                return rate >= 1.0, incoming, decided
+            return _sample_rand(incoming) < rate, incoming, decided
         # A new trace: one cheap draw, six decimals like the SDK's, instead of the SDK's
         # uuid4 plus a Random seeded from it, which every request would pay for.
         sample_rand = int(random.random() * 1_000_000) / 1_000_000
         sampled = sample_rand < rate
-        return sampled, HeadOfTrace(sample_rand, rate, sampled)
+        return sampled, HeadOfTrace(sample_rand, rate, sampled), decided
 
     def _rate(
         self, asgi_scope: MutableMapping[str, Any], incoming: PropagationContext | None
-    ) -> float:
+    ) -> tuple[float, bool]:
+        """The rate the SDK would give the transaction, and whether the SDK would accept it."""
         client = sentry_sdk.get_client()
         options = client.options
         parent_sampled = incoming.parent_sampled if incoming is not None else None
         sampler = options.get("traces_sampler")
         try:
             if callable(sampler):
-                rate = float(
-                    sampler(
-                        {
-                            "transaction_context": {
-                                "op": f"{asgi_scope['type']}.server",
-                                "name": asgi_scope.get("path", ""),
-                                "source": "url",
-                            },
-                            "parent_sampled": parent_sampled,
-                            "asgi_scope": asgi_scope,
-                        }
-                    )
+                raw = sampler(
+                    {
+                        "transaction_context": {
+                            "op": f"{asgi_scope['type']}.server",
+                            "name": asgi_scope.get("path", ""),
+                            "source": "url",
+                        },
+                        "parent_sampled": parent_sampled,
+                        "asgi_scope": asgi_scope,
+                    }
                 )
             elif parent_sampled is not None:
-                rate = float(parent_sampled)
+                raw = parent_sampled
             else:
-                rate = float(options.get("traces_sample_rate") or 0.0)
+                raw = options.get("traces_sample_rate") or 0.0
+            rate = float(raw)
         except Exception:
-            return 1.0  # let start_transaction decide and log what is wrong, as it does today
+            return 1.0, False  # let start_transaction decide and log what is wrong
         monitor = client.monitor
         if monitor is not None:
             rate /= 2**monitor.downsample_factor
-        return rate
+        return rate, _valid_rate(raw)
+
+
+def _valid_rate(raw: Any) -> bool:
+    """`sentry_sdk.utils.is_valid_sample_rate` without its warning (the SDK logs it itself)."""
+    if not isinstance(raw, (Real, Decimal)) or math.isnan(raw):
+        return False
+    return 0.0 <= float(raw) <= 1.0
 
 
 def _sample_rand(propagation: PropagationContext) -> float:
