@@ -3,6 +3,9 @@
 
     .venv/bin/python benchmarks/bench_scrubbing_instructions.py [--against REV] [--events typical]
 
+Events: small, typical, large (tests/scrubbing/corpus.py's benchmark_events) and transaction, a
+sampled transaction as install() makes it.
+
 Wall time on this shared machine moves by tens of percent between runs of the same code (see
 bench_scrubbing.py's results); callgrind's instruction count does not. Each figure is the count
 for 25 cold scrubs minus the count for 5, over 20, so start-up and imports cancel out; for
@@ -28,12 +31,12 @@ def child(which: str, rev: str, event: str, count: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     if which.endswith("_pure"):
         sys.modules["hyperscan"] = None  # type: ignore[assignment]  # an install without `fast`
-    from tests.scrubbing.corpus import benchmark_events
+    from tests.scrubbing.corpus import benchmark_events, install_transaction
 
     from bench_scrubbing import scrubber_at
     from fastapi_sentry._scrubbing import Scrubber
 
-    data = benchmark_events()[event]
+    data = {**benchmark_events(), "transaction": install_transaction()}[event]
     if which in ("recursive", "copies"):
         # EventScrubber mutates its input: it scrubs deep copies, whose cost "copies" measures
         import copy

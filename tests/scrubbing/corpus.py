@@ -805,3 +805,68 @@ def benchmark_events() -> dict[str, Event]:
         "typical": sized_event(frames=30, breadcrumbs=50, body_bytes=5000),
         "large": sized_event(frames=100, breadcrumbs=100, body_bytes=10000, spans=200),
     }
+
+
+def install_transaction() -> Event:
+    """A sampled transaction as install() hands it to before_send_transaction (traces 1.0, the
+    trivial endpoint of benchmarks/bench_inprocess.py): its ids, sampling figures and timestamps
+    are new on every request."""
+    dsc = {
+        "trace_id": TRACE_ID,
+        "sample_rand": "0.642984",
+        "environment": "production",
+        "release": "cbe73fc",
+        "public_key": "abc",
+        "transaction": "/api/hello",
+        "sample_rate": "1.0",
+        "sampled": "true",
+    }
+    trace = {
+        "trace_id": TRACE_ID,
+        "span_id": SPAN_ID,
+        "parent_span_id": None,
+        "op": "http.server",
+        "description": None,
+        "origin": "auto.http.starlette",
+        "status": "ok",
+        "dynamic_sampling_context": dsc,
+        "data": {
+            "thread.id": "140088902605696",
+            "thread.name": "MainThread",
+            "profiler_id": "30082a091a5d4e9bae76c0ab33b95703",
+            "http.response.status_code": 200,
+        },
+    }
+    return {
+        "type": "transaction",
+        "transaction": "/api/hello",
+        "transaction_info": {"source": "route"},
+        "contexts": {
+            "response": {"status_code": 200},
+            "trace": trace,
+            "profile": {"profiler_id": "30082a091a5d4e9bae76c0ab33b95703"},
+            "runtime": {"name": "CPython", "version": "3.11.7", "build": "3.11.7 (main) [GCC]"},
+        },
+        "tags": {
+            "asgi.type": "http",
+            "http.status_code": "200",
+            "request_id": "8332e4a7cf832ccaa121000000000001",
+            "endpoint": "GET /api/hello",
+        },
+        "timestamp": "2026-12-03T16:40:50.387607Z",
+        "start_timestamp": "2026-12-03T16:40:50.387337Z",
+        "spans": [],
+        "measurements": {},
+        "event_id": "80798b8fa3fb4c15a7f0d615cc3b3572",
+        "extra": {"sys.argv": ["/srv/app/main.py"]},
+        "request": {
+            "method": "GET",
+            "headers": {"host": "127.0.0.1", "user-agent": "bench"},
+            "url": "http://127.0.0.1/api/hello",
+        },
+        "release": "cbe73fc",
+        "environment": "production",
+        "server_name": "vm",
+        "sdk": {"name": "sentry.python", "version": "2.75.0", "integrations": ["argv", "logging"]},
+        "platform": "python",
+    }

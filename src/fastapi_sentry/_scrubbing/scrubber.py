@@ -191,6 +191,8 @@ class Scrubber:
                 del pending[mark:]  # their paths lead into the part masked here
                 out[key] = self._blind(value, 0)
         try:
+            if not _PROTOCOL_KEYS.isdisjoint(map(_SECOND, pending)):
+                _drop_protocol_values(pending, root)
             self._settle(pending)
         except Exception as e:  # must never break error reporting
             _warn_once(e, "event")
@@ -812,6 +814,75 @@ def _copy_of(node: _Node) -> Any:
     return copy
 
 
+def _hex_id(length: int) -> Callable[[str], bool]:
+    # strip() removes every character only when all of them are lowercase hex
+    return lambda s: len(s) == length and not s.strip("0123456789abcdef")
+
+
+_HEX32 = _hex_id(32)
+_HEX16 = _hex_id(16)
+# at most 12 digits in a run: no room for a card number
+_DECIMAL = re.compile(r"\d(?:\.\d{1,12})?(?:e-\d{2,3})?").fullmatch
+_ISO_TIME = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?"
+).fullmatch
+_TRACE_FORMATS: dict[str, Callable[[str], object]] = {
+    "trace_id": _HEX32,
+    "span_id": _HEX16,
+    "parent_span_id": _HEX16,
+}
+_SPAN_FORMATS: dict[str, Callable[[str], object]] = {
+    **_TRACE_FORMATS,
+    "start_timestamp": _ISO_TIME,
+    "timestamp": _ISO_TIME,
+}
+_DSC_FORMATS: dict[str, Callable[[str], object]] = {
+    "trace_id": _HEX32,
+    "sample_rand": _DECIMAL,
+    "sample_rate": _DECIMAL,
+    "sampled": {"true", "false"}.__contains__,
+}
+_PROTOCOL_KEYS = frozenset({*_SPAN_FORMATS, *_DSC_FORMATS, "request_id"})
+
+
+def _protocol_format(node: _Node, key: Any, root: _Node) -> Callable[[str], object] | None:
+    """The format fixed for the value at `key` of this container, if the container sits at one
+    of the protocol's places: contexts.trace, its dynamic_sampling_context, spans[i],
+    breadcrumbs.values[i], and our own tags.request_id."""
+    parent, at = node[0], node[1]
+    if parent is None:
+        return None
+    if parent is root:
+        return _HEX32 if at == "tags" and key == "request_id" else None
+    grandparent = parent[0]
+    if grandparent is root:
+        if type(at) is int and parent[1] == "spans":
+            return _SPAN_FORMATS.get(key)
+        if at == "trace" and parent[1] == "contexts":
+            return _TRACE_FORMATS.get(key)
+        return None
+    if grandparent is None or grandparent[0] is not root:
+        return None
+    if at == "dynamic_sampling_context" and parent[1] == "trace" and grandparent[1] == "contexts":
+        return _DSC_FORMATS.get(key)
+    if type(at) is int and key == "timestamp" and parent[1] == "values":
+        return _ISO_TIME if grandparent[1] == "breadcrumbs" else None
+    return None
+
+
+def _drop_protocol_values(pending: _Pending, root: _Node) -> None:
+    """Ids, sampling figures and timestamps at the protocol's places, in the exact format the
+    protocol gives them, cannot hold a secret: they are left unscanned (and uncached: most are new
+    on every event). A span id of digits that passes the card check stays an id, and anything
+    else at those places is scanned as everywhere."""
+    flags = list(map(_PROTOCOL_KEYS.__contains__, map(_SECOND, pending)))
+    for i in itertools.compress(range(len(pending)), flags):
+        node, key, s = pending[i]
+        fits = _protocol_format(node, key, root)
+        flags[i] = fits is not None and bool(fits(s))
+    pending[:] = itertools.compress(pending, map(operator.not_, flags))
+
+
 def _any_substring(words: tuple[str, ...]) -> Callable[[str], bool]:
     """`lambda s: "pass" in s or "token" in s or ...`: a chain of `in` tests is much faster than
     any() over a generator (`benchmarks/bench_scrubbing.py --breakdown`), and this runs on every
@@ -827,6 +898,7 @@ def _any_substring(words: tuple[str, ...]) -> Callable[[str], bool]:
 _TRIGGER_WORD = re.compile(r"[a-z0-9]+")
 
 
+_SECOND = operator.itemgetter(1)
 _THIRD = operator.itemgetter(2)
 
 
