@@ -191,7 +191,11 @@ class Scrubber:
                 del pending[mark:]  # their paths lead into the part masked here
                 out[key] = self._blind(value, 0)
         try:
-            if not _PROTOCOL_KEYS.isdisjoint(map(_SECOND, pending)):
+            # transactions only: their ids are new on every request, and their walks are short;
+            # on an error event's long list of new strings the pass cost more than it saved
+            if event.get("type") == "transaction" and not _PROTOCOL_KEYS.isdisjoint(
+                map(_SECOND, pending)
+            ):
                 _drop_protocol_values(pending, root)
             self._settle(pending)
         except Exception as e:  # must never break error reporting
