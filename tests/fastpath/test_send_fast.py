@@ -342,3 +342,32 @@ def test_bytes_after_an_answer_are_not_taken_for_the_next_one(canned: list[Canne
     transport = _transport_for(server.dsn)
     assert [_post(transport).status for _ in range(3)] == [200, 200, 200]
     assert server.connections == 3
+
+
+def test_a_child_forked_while_a_post_is_in_flight_can_send() -> None:
+    """Celery's prefork pool forks while the parent may be waiting for an answer: the child's
+    copy of the connection must not inherit the held lock (it hung every send there)."""
+    import os
+    import signal
+
+    gate = threading.Event()
+    with Receiver(gate=gate) as receiver, Receiver() as child_receiver:
+        connection = Connection(f"http://127.0.0.1:{receiver.port}/api/1/envelope/", 5.0)
+        sending = threading.Thread(target=connection.post, args=(b"{}\n", {}))
+        sending.start()
+        try:
+            receiver.wait_arrived(1)  # the parent's POST holds the connection's lock now
+            pid = os.fork()
+            if pid == 0:  # the child: the same connection object, re-aimed at a live receiver
+                code = 1
+                signal.alarm(10)  # a hang ends the child (SIGALRM) instead of the test run
+                try:
+                    connection.port = child_receiver.port
+                    code = 0 if connection.post(b"{}\n", {}).status == 200 else 2
+                finally:
+                    os._exit(code)
+        finally:
+            gate.set()
+            sending.join(10)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

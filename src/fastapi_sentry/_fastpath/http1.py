@@ -19,6 +19,7 @@ import os
 import select
 import socket
 import threading
+import weakref
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -26,6 +27,19 @@ from urllib.parse import urlsplit
 MAX_HEAD = 64 * 1024
 #: The longest answer body read; a receiver's answer to an envelope is a short JSON.
 MAX_BODY = 1024 * 1024
+
+
+#: every connection of this process, so a forked child can give each one a lock of its own
+_open: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for connection in list(_open):
+        connection._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class BadAnswer(OSError):
@@ -97,6 +111,13 @@ class Connection:
         self._buffer = b""
         self._lock = threading.Lock()
         self._closing = False
+        _open.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A fork while the parent's sender waited for an answer copied its lock held, and no
+        thread in the child would ever release it: every later send there would hang."""
+        self._lock = threading.Lock()
+        self._sock, self._buffer = None, b""  # the parent's socket stays the parent's
 
     def post(self, body: bytes, headers: Mapping[str, str]) -> Answer:
         lines = [self._head]
