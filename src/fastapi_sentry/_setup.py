@@ -197,7 +197,9 @@ COMPRESSION_LEVEL = 1
 def compression_options() -> dict[str, Any]:
     """The `_experiments` keys that set the transport's compression (sentry-sdk has no others).
 
-    Quality 1 instead of the SDK's 4: see benchmarks/bench_inprocess.py for what it saves.
+    Quality 1 instead of the SDK's 4: see benchmarks/bench_inprocess.py for what it saves. The
+    one definition lives here, not in `_fastpath.transport`: the fallback sends through the SDK's
+    own transport with these options, and it runs where `_fastpath` cannot be imported.
     """
     from sentry_sdk import transport
 

@@ -19,7 +19,8 @@ figures):
   span, a breadcrumb through `before_breadcrumb` and a parsed URL, all for nothing. Our
   connections call http.client's own `putrequest`, which the SDK's patch wraps.
 - Brotli quality 1 instead of the SDK's 4: several times cheaper to compress a typical
-  transaction envelope, for a slightly larger body.
+  transaction envelope, for a slightly larger body. It is an SDK option, set by
+  `_setup.compression_options` for the fallback too, which cannot import this module.
 
 And two more, measured stage by stage on one transaction's envelope
 (`benchmarks/bench_send_instructions.py`; its result file has the figures):
@@ -71,18 +72,6 @@ ORJSON = orjson is not None
 #: First pause after a failure, and the longest one, in seconds.
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
-
-
-#: Compression of envelopes: cheap brotli where the SDK can use it, else cheap gzip.
-COMPRESSION_LEVEL = 1
-
-
-def compression_options() -> dict[str, Any]:
-    """The `_experiments` keys that set the transport's compression (sentry-sdk has no others)."""
-    from sentry_sdk import transport
-
-    algo = "br" if getattr(transport, "brotli", None) is not None else "gzip"
-    return {"transport_compression_algo": algo, "transport_compression_level": COMPRESSION_LEVEL}
 
 
 def _stdlib_putrequest() -> Callable[..., None]:
