@@ -16,10 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sentry_sdk
 from fastapi import FastAPI
 
 import fastapi_sentry
+from fastapi_sentry import _graphql
 from fastapi_sentry._graphql import TAG_OPERATION_NAME, TAG_OPERATION_TYPE
+from fastapi_sentry.testing import CapturedEnvelopes
 from tests.support.receiver import Receiver
 from tests.support.server import serve
 
@@ -237,3 +240,34 @@ def test_a_strawberry_schema_runs_sync_and_async_whenever_it_was_built(
     for schema in (before, after):
         assert schema.execute_sync("query Sync { ok }").data == {"ok": "ok"}
         assert asyncio.run(schema.execute("query Async { ok }")).data == {"ok": "ok"}
+
+
+def test_the_request_error_filter_runs_once_an_event_with_both_libraries_installed(
+    sentry_events: CapturedEnvelopes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strawberry's and Ariadne's integrations both ask for the filter; it runs once, not once
+    for each of them."""
+    from fastapi_sentry._graphql.ariadne import AriadneIntegration
+    from fastapi_sentry._graphql.strawberry import StrawberryIntegration
+
+    checked: list[BaseException | None] = []
+    is_request_error = _graphql.is_request_error
+
+    def counting(exc: BaseException | None) -> bool:
+        checked.append(exc)
+        return is_request_error(exc)
+
+    monkeypatch.setattr(_graphql, "is_request_error", counting)
+    fastapi_sentry.install(FastAPI(), dsn="http://public@127.0.0.1:9/1", mount_endpoints=False)
+    client = sentry_sdk.get_client()
+    assert client.get_integration(StrawberryIntegration) is not None
+    assert client.get_integration(AriadneIntegration) is not None
+
+    error = ValueError("counted once")
+    try:
+        raise error
+    except ValueError:
+        sentry_sdk.capture_exception()
+
+    assert [e["exception"]["values"][0]["value"] for e in sentry_events.errors] == ["counted once"]
+    assert checked == [error], f"the filter ran {len(checked)} times for one event"

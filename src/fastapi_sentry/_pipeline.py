@@ -14,7 +14,7 @@ from typing import Any
 from fastapi_sentry._context import current_request, safe_tags
 from fastapi_sentry._event_size import fit_event
 from fastapi_sentry._filters import ExpectedErrorFilter
-from fastapi_sentry._graphql import filter_event_body
+from fastapi_sentry._graphql import drop_request_errors, filter_event_body
 from fastapi_sentry._init_context import InitContext
 from fastapi_sentry._scrubbing import Scrubber
 from fastapi_sentry._settings import SentrySettings
@@ -165,6 +165,9 @@ def enrich_event(event: Any, hint: Any) -> Any:
 _GLOBAL_PROCESSORS: dict[str, Callable[[Any, Any], Any]] = {
     "enrich_event": enrich_event,
     "drop_already_captured": drop_already_captured,
+    # Strawberry's and Ariadne's integrations both ask for it: each sets itself up once, so an
+    # app with both libraries installed would run it twice per event
+    "drop_graphql_request_errors": drop_request_errors,
 }
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import sentry_sdk
 from graphql import DocumentNode, get_operation_ast
 from sentry_sdk.integrations.ariadne import AriadneIntegration as _SdkIntegration
-from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import capture_internal_exceptions
 
-from fastapi_sentry._graphql import drop_request_errors, note_operation
+from fastapi_sentry._graphql import note_operation
+from fastapi_sentry._pipeline import add_global_processor
 
 # `ariadne.graphql` is also the name of a function in `ariadne`; the SDK imports it this way too
 _ariadne_graphql: ModuleType = import_module("ariadne.graphql")
@@ -25,7 +25,7 @@ class AriadneIntegration(_SdkIntegration):
     @staticmethod
     def setup_once() -> None:
         _SdkIntegration.setup_once()
-        add_global_event_processor(drop_request_errors)
+        add_global_processor("drop_graphql_request_errors")
         # `graphql()`, `graphql_sync()` and `subscribe()` all parse through this module global
         parse_query = _ariadne_graphql.parse_query
 

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 import sentry_sdk
 from sentry_sdk.integrations.strawberry import SentryAsyncExtension, SentrySyncExtension
 from sentry_sdk.integrations.strawberry import StrawberryIntegration as _SdkIntegration
-from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import capture_internal_exceptions
 from strawberry import Schema
 from strawberry.extensions import SchemaExtension
 
-from fastapi_sentry._graphql import drop_request_errors, note_operation
+from fastapi_sentry._graphql import note_operation
+from fastapi_sentry._pipeline import add_global_processor
 
 
 class OperationExtension(SchemaExtension):
@@ -36,7 +36,7 @@ class StrawberryIntegration(_SdkIntegration):
     @staticmethod
     def setup_once() -> None:
         _SdkIntegration.setup_once()
-        add_global_event_processor(drop_request_errors)
+        add_global_processor("drop_graphql_request_errors")
         get_extensions = Schema.get_extensions
 
         def get_extensions_with_sentry(self: Schema, sync: bool = False) -> list[SchemaExtension]:
