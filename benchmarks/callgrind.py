@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _TOTAL = re.compile(r"Collected : (\d+)")
+#: valgrind's own lines on stderr start with `==<pid>==`; the rest is the child's.
+_VALGRIND_LINE = re.compile(r"==\d+==")
 
 
 def count_instructions(
@@ -26,7 +28,23 @@ def count_instructions(
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
+    if done.returncode != 0:
+        # a child that fails after its work still gets a total: it must not pass for a result
+        how = (
+            f"was killed by signal {-done.returncode}"
+            if done.returncode < 0
+            else f"exited with {done.returncode}"
+        )
+        raise RuntimeError(
+            f"The child {list(map(str, argv))} {how} under callgrind; its stderr ends:\n"
+            f"{_child_stderr(done.stderr)[-1000:]}"
+        )
     found = _TOTAL.search(done.stderr)
     if found is None:
         raise RuntimeError(f"callgrind printed no total for {list(argv)}: {done.stderr[-1000:]}")
     return int(found.group(1))
+
+
+def _child_stderr(stderr: str) -> str:
+    """What the child itself wrote to stderr, without valgrind's lines around it."""
+    return "\n".join(line for line in stderr.splitlines() if not _VALGRIND_LINE.match(line))
