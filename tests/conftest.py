@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 #: Variables the settings read; a developer's own values must never leak into a test.
 SETTINGS_VARIABLES = ("ENVIRONMENT", "APP_VERSION", "VERSION", "HOSTNAME", "DEBUG")
 
-#: Set by tests/test_fallback.py: run the install and request-path tests on sentry-sdk's own
-#: Starlette/FastAPI integrations, as install() does on an untested sentry-sdk.
+#: Set by tests/fastpath/test_sdk_seam.py: run the install and request-path tests on sentry-sdk's
+#: own Starlette/FastAPI integrations and transport, as install() does on an untested sentry-sdk.
 FORCE_FALLBACK = os.environ.get("FASTAPI_SENTRY_TEST_FALLBACK") == "1"
 FALLBACK_REASON = "forced by the test suite"
 

@@ -137,6 +137,7 @@ def test_install_and_request_path_tests_pass_on_the_fallback() -> None:
         "tests/test_install.py",
         "tests/fastpath/test_request_path.py",
         "tests/fastpath/test_stream.py",
+        "tests/fastpath/test_transport.py",
         "tests/test_graphql.py",
         "tests/test_error_responses.py",
         "tests/test_safe_text.py",

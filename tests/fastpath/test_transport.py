@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sentry_sdk
 from fastapi import FastAPI
+from sentry_sdk.transport import HttpTransport
 
 import fastapi_sentry
 from fastapi_sentry._fastpath import transport as _transport
@@ -60,6 +61,7 @@ def short_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_transport, "FIRST_BACKOFF", 0.5)
 
 
+@pytest.mark.lean_only  # the fallback keeps sentry-sdk's own transport: no breaker (README)
 @pytest.mark.sdk_errors_expected
 def test_network_errors_open_the_breaker(door: SlammingDoor) -> None:
     fastapi_sentry.install(FastAPI(), dsn=f"http://key@127.0.0.1:{door.port}/1")
@@ -74,6 +76,7 @@ def test_network_errors_open_the_breaker(door: SlammingDoor) -> None:
     assert client.transport.backing_off
 
 
+@pytest.mark.lean_only  # the fallback keeps sentry-sdk's own transport: no breaker (README)
 def test_server_errors_back_off_and_recovery_delivers_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -135,6 +138,7 @@ def http_breadcrumbs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return urls
 
 
+@pytest.mark.lean_only  # the fallback keeps sentry-sdk's own transport, which records its sends
 def test_our_sends_are_not_instrumented_by_the_sdk_when_the_dsn_has_a_port(
     http_breadcrumbs: list[str],
 ) -> None:
@@ -166,10 +170,11 @@ def test_our_sends_are_not_instrumented_by_the_sdk_when_the_dsn_has_a_port(
 
 
 def test_envelopes_are_compressed_cheaply() -> None:
+    """On the lean path and on the fallback alike: it is an SDK option, not our transport's."""
     with Receiver() as receiver:
         fastapi_sentry.install(FastAPI(), dsn=receiver.dsn)
         transport = sentry_sdk.get_client().transport
-        assert isinstance(transport, _transport.ResilientTransport)
+        assert isinstance(transport, HttpTransport)
         assert transport._compression_level == COMPRESSION_LEVEL == 1
         _send_three(receiver)
         expected = "br" if transport._compression_algo == "br" else "gzip"
