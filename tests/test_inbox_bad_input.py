@@ -25,6 +25,7 @@ from tests.inbox_support import (
     event_item,
     snapshot,
 )
+from tests.support.raw_http import read_message
 
 MIB = 1024 * 1024
 
@@ -172,24 +173,10 @@ def _raw_post(
 
 
 def _read_response(sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        if not more:
-            break
-        data += more
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    length = next(
-        (int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length")),
-        0,
-    )
-    while len(body) < length:
-        more = sock.recv(65536)
-        if not more:
-            break
-        body += more
-    return int(lines[0].split()[1]), body
+    answer = read_message(sock)
+    assert answer is not None, "the inbox closed the connection before its answer was whole"
+    head, body, _ = answer
+    return int(head.split()[1]), body
 
 
 def _chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -20,6 +20,7 @@ import fastapi_sentry
 from fastapi_sentry._fastpath import transport as _transport
 from fastapi_sentry._fastpath.http1 import Connection
 from fastapi_sentry._fastpath.transport import ResilientTransport, envelope_bytes
+from tests.support.raw_http import read_message
 from tests.support.receiver import Receiver
 
 # -- envelope bytes
@@ -139,22 +140,9 @@ class CannedServer:
         buffer = b""
         answered = 0
         with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                self.requests.append(head + b"\r\n\r\n" + buffer[:length])
-                buffer = buffer[length:]
+            while message := read_message(conn, buffer):
+                head, body, buffer = message
+                self.requests.append(head + b"\r\n\r\n" + body)
                 conn.sendall(self.answer)
                 answered += 1
                 if self.close_after and answered >= self.close_after:
