@@ -13,6 +13,7 @@ from pathlib import Path
 _TOTAL = re.compile(r"Collected : (\d+)")
 #: valgrind's own lines on stderr start with `==<pid>==`; the rest is the child's.
 _VALGRIND_LINE = re.compile(r"==\d+==")
+_DSN_KEY = re.compile(r"(\w+://)[^@/\s]+@")
 
 
 def count_instructions(
@@ -36,13 +37,18 @@ def count_instructions(
             else f"exited with {done.returncode}"
         )
         raise RuntimeError(
-            f"The child {list(map(str, argv))} {how} under callgrind; its stderr ends:\n"
+            f"The child {_shown(argv)} {how} under callgrind; its stderr ends:\n"
             f"{_child_stderr(done.stderr)[-1000:]}"
         )
     found = _TOTAL.search(done.stderr)
     if found is None:
-        raise RuntimeError(f"callgrind printed no total for {list(argv)}: {done.stderr[-1000:]}")
+        raise RuntimeError(f"callgrind printed no total for {_shown(argv)}: {done.stderr[-1000:]}")
     return int(found.group(1))
+
+
+def _shown(argv: Sequence[str | Path]) -> list[str]:
+    """The child's arguments for a message, with any DSN's key masked."""
+    return [_DSN_KEY.sub(r"\1***@", str(arg)) for arg in argv]
 
 
 def _child_stderr(stderr: str) -> str:

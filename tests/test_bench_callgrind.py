@@ -33,3 +33,14 @@ def test_a_child_that_succeeds_is_counted(monkeypatch: pytest.MonkeyPatch) -> No
     import callgrind
 
     assert callgrind.count_instructions(["-S", "-c", "print('done')"]) > 1_000_000
+
+
+def test_a_dsn_key_in_the_childs_arguments_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import callgrind
+
+    dsn = "http://secretkey123@127.0.0.1:9/1"
+    with pytest.raises(RuntimeError, match="exited with 3") as raised:
+        callgrind.count_instructions(["-S", "-c", FAILING_CHILD, "--dsn", dsn])
+    assert "secretkey123" not in str(raised.value)
+    assert "http://***@127.0.0.1:9/1" in str(raised.value)
