@@ -5,8 +5,10 @@
     .venv/bin/python benchmarks/run_all.py --smoke   # tiny durations, files to a temp directory
 
 Each benchmark prints its own table and writes its result file through result_file.py; they run
-one after another, never together (they measure the same two cores). Then summary.py builds
-`summary-<time>.json` from exactly the files this run wrote (it names them) and prints the table:
+one after another, never together (they measure the same two cores): the wall-clock ones (HTTP,
+inbox ingest) first, then the instruction counts, which other load does not move. Then summary.py
+builds `summary-<time>.json` from exactly the files this run wrote (it names them) and prints the
+table:
 HTTP and in-process side by side, the inbox, scrubbing, and issue 16's targets met or not. A part
 that failed shows as "not measured". BENCH_RESULTS_DIR sends every file elsewhere.
 """
@@ -34,8 +36,11 @@ def plan(mode: str) -> list[list[str]]:
     smoke = mode == "smoke"
     overhead = ["--rounds", "1", "--duration", "1", "--warmup", "0.5"] if smoke else []
     inbox = ["--senders", "8", "--seconds", "1" if smoke else "8", "--sizes", "6", "50"]
+    # wall-clock figures first, while the machine is as quiet as the run began; then the
+    # instruction counts, which do not move with load (other work may start once they run)
     commands = [
         ["bench_overhead.py", "--configs", HTTP_CONFIGS, "--endpoints", "trivial", *overhead],
+        ["bench_inbox_ingest.py", *inbox],
         [
             "bench_inprocess.py",
             "--instructions",
@@ -47,7 +52,6 @@ def plan(mode: str) -> list[list[str]]:
             "--events",
             "small" if smoke else "small,typical,large",
         ],
-        ["bench_inbox_ingest.py", *inbox],
     ]
     if mode == "full":
         commands += [
