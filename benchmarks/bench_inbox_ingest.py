@@ -7,6 +7,7 @@ file is opened directly: stored events must equal acknowledged ones, id for id.
 
     .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --seconds 10
     .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --rules both
+    .venv/bin/python benchmarks/bench_inbox_ingest.py --senders 8 --server uvicorn
 
 ``--sizes 6 50`` (the default) runs each setting with sentry-sdk's ~6 KB error event and with a
 ~50 KB one (Bugsink's sizing unit: a 27-frame chained stack with local variables, 100 breadcrumbs
@@ -14,6 +15,7 @@ with data, the request's headers and body), side by side.
 ``--rules with`` starts the inbox with five alert rules (new issue, an event count, users affected,
 a p95 and a failed cron) whose webhook hangs: it accepts connections and never answers, so every
 delivery runs into its timeout while ingest goes on. ``--rules both`` measures without and with.
+``--server`` picks the inbox's HTTP server: granian where installed (``auto``), or uvicorn.
 Each run's figures go to ``benchmarks/results/inbox-ingest-<time>.json``.
 """
 
@@ -46,7 +48,8 @@ def ready(info):
     print(json.dumps({"url": info.url, "key": info.project.public_key, "id": info.project.id}),
           flush=True)
 serve(host="127.0.0.1", port=0, db_path=sys.argv[1], token=None, on_ready=ready,
-      alerts=sys.argv[2] or None, max_events=int(sys.argv[3]) or None)
+      alerts=sys.argv[2] or None, max_events=int(sys.argv[3]) or None,
+      server=sys.argv[4] if len(sys.argv) > 4 else "auto")
 """
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -335,16 +338,22 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(db: str, rules: str = "", max_events: int = 0) -> subprocess.Popen[str]:
+def start_server(
+    db: str, rules: str = "", max_events: int = 0, server: str = "auto"
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", SERVER, db, rules, str(max_events)],
+        [sys.executable, "-c", SERVER, db, rules, str(max_events), server],
         stdout=subprocess.PIPE,
         text=True,
     )
 
 
 def run_once(
-    senders: int, seconds: float, with_rules: bool = False, size_kb: int = 6
+    senders: int,
+    seconds: float,
+    with_rules: bool = False,
+    size_kb: int = 6,
+    server_kind: str = "auto",
 ) -> dict[str, Any]:
     target, url = hanging_target()
     with tempfile.TemporaryDirectory() as tmp, target:
@@ -353,7 +362,7 @@ def run_once(
         if with_rules:
             rules = os.path.join(tmp, "alerts.toml")
             Path(rules).write_text(RULES.format(url=url))
-        server = start_server(db, rules)
+        server = start_server(db, rules, server=server_kind)
         try:
             assert server.stdout is not None
             info = json.loads(server.stdout.readline())
@@ -378,7 +387,10 @@ def run_once(
     acked = result["acked"]
     missing = [event_id for event_id in acked if event_id not in stored]
     lat = sorted(result["latencies"]) or [0.0]
+    from fastapi_sentry.inbox._server import choose_server
+
     return {
+        "server": choose_server(server_kind),
         "event_kb": size_kb,
         "rules": 5 if with_rules else 0,
         "senders": senders,
@@ -415,8 +427,17 @@ def main() -> None:
         default=[6, 50],
         help="event sizes in KB: sentry-sdk's ~6 KB error, Bugsink's ~50 KB sizing unit",
     )
+    parser.add_argument(
+        "--server",
+        choices=("auto", "granian", "uvicorn"),
+        default="auto",
+        help="the inbox's HTTP server (auto: granian where installed)",
+    )
     args = parser.parse_args()
-    print(f"inbox ingest, gzip envelopes (one error event each), {os.cpu_count()} CPUs")
+    print(
+        f"inbox ingest on {args.server}, gzip envelopes (one error event each), "
+        f"{os.cpu_count()} CPUs"
+    )
     print(
         "| event KB | rules | senders | seconds | acked | stored | missing | non-200 | events/s "
         "| p50 ms | p99 ms | server CPU µs/event | server peak RSS MiB | load avg |"
@@ -430,7 +451,7 @@ def main() -> None:
     rows = []
     runs = [(k, n, w) for n in args.senders for w in modes for k in args.sizes]
     for size_kb, senders, with_rules in runs:
-        r = run_once(senders, args.seconds, with_rules, size_kb)
+        r = run_once(senders, args.seconds, with_rules, size_kb, args.server)
         rows.append(r)
         print(
             f"| {r['event_kb']} | {r['rules']} | {r['senders']} | {r['seconds']:.1f} "
@@ -448,6 +469,7 @@ def main() -> None:
             "seconds": args.seconds,
             "rules": args.rules,
             "sizes_kb": args.sizes,
+            "server": args.server,
         },
         load_before=load_before,
     )

@@ -1,13 +1,14 @@
 """CPU instructions the running inbox server spends per error event, HTTP stack included.
 
-    .venv/bin/python benchmarks/bench_inbox_server_instructions.py [--size 6|50]
+    .venv/bin/python benchmarks/bench_inbox_server_instructions.py [--size 6|50] [--server ...]
 
 bench_inbox_ingest_instructions.py counts parse, records and commit only; this one runs the real
-server (``serve()``: uvicorn, the ASGI app, the write batcher, SQLite) under callgrind and sends it
-gzip envelopes over 8 keep-alive connections from a process outside valgrind. Each figure is the
-server's count for LARGE requests minus the count for SMALL, over their difference, so start-up
-and shutdown cancel out; the same difference is split by shared object (the interpreter, SQLite,
-orjson, zlib, libc). Only user-space instructions count: the kernel's socket and WAL writes do not.
+server (``serve()``: granian or uvicorn, the app, the write batcher, SQLite) under callgrind and
+sends it gzip envelopes over 8 keep-alive connections from a process outside valgrind. Each figure
+is the server's count for LARGE requests minus the count for SMALL, over their difference, so
+start-up and shutdown cancel out; the same difference is split by shared object (the interpreter,
+SQLite, orjson, zlib, libc). Only user-space instructions count: the kernel's socket and WAL
+writes do not; granian's Rust threads are counted with the Python thread.
 Needs valgrind; writes benchmarks/results/inbox-server-instructions-<time>.json.
 """
 
@@ -54,11 +55,11 @@ def _drive(port: int, project: int, key: str, bodies: list[bytes]) -> int:
     return sum(asyncio.run(run()))
 
 
-def server_instructions(count: int, size_kb: int, out_file: str) -> int:
+def server_instructions(count: int, size_kb: int, out_file: str, http_server: str = "auto") -> int:
     bodies = [make_body(n, size_kb)[1] for n in range(count)]
     with tempfile.TemporaryDirectory() as tmp:
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
-        command += [sys.executable, "-c", SERVER, str(Path(tmp) / "inbox.db"), "", "0"]
+        command += [sys.executable, "-c", SERVER, str(Path(tmp) / "inbox.db"), "", "0", http_server]
         server = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -103,10 +104,16 @@ def by_library(small_file: str, large_file: str) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, choices=(6, 50), default=6, help="event size, KB")
+    parser.add_argument(
+        "--server",
+        choices=("auto", "granian", "uvicorn"),
+        default="auto",
+        help="the inbox's HTTP server (auto: granian where installed)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        small = server_instructions(SMALL, args.size, f"{tmp}/small.out")
-        large = server_instructions(LARGE, args.size, f"{tmp}/large.out")
+        small = server_instructions(SMALL, args.size, f"{tmp}/small.out", args.server)
+        large = server_instructions(LARGE, args.size, f"{tmp}/large.out", args.server)
         per = (large - small) // (LARGE - SMALL)
         print(f"Server instructions per {args.size} KB error event (HTTP, parse, store): {per:,}")
         libraries = by_library(f"{tmp}/small.out", f"{tmp}/large.out")
@@ -117,7 +124,7 @@ def main() -> None:
     result_file.write(
         "inbox-server-instructions",
         {"instructions_per_event": per, "by_library_per_event": libraries},
-        settings={"size_kb": args.size, "small": SMALL, "large": LARGE},
+        settings={"size_kb": args.size, "small": SMALL, "large": LARGE, "server": args.server},
     )
 
 

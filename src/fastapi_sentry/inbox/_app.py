@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -103,9 +103,8 @@ def _int_id(value: str, what: str) -> int:
     return int(value)
 
 
-async def _read_body(request: Request) -> bytes:
-    """Read and decompress the body, refusing it as soon as a size limit is crossed."""
-    length = request.headers.get("content-length")
+def check_length(length: str | None) -> None:
+    """Refuse a body by its Content-Length header before reading any of it."""
     if length is not None:
         if not length.strip().isdigit():
             raise MalformedRequestError(
@@ -117,9 +116,13 @@ async def _read_body(request: Request) -> bytes:
                 "(20 MiB). Send smaller envelopes.",
                 where="Content-Length header",
             )
-    decoder = make_decoder(request.headers.get("content-encoding"))
+
+
+async def read_chunks(content_encoding: str | None, chunks: AsyncIterable[bytes]) -> bytes:
+    """Decompress a body chunk by chunk, refusing it as soon as a size limit is crossed."""
+    decoder = make_decoder(content_encoding)
     received = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         received += len(chunk)
         if received > MAX_ENVELOPE_SIZE:
             raise PayloadTooLargeError(
@@ -129,6 +132,12 @@ async def _read_body(request: Request) -> bytes:
         if chunk:
             decoder.feed(chunk)
     return decoder.finish()
+
+
+async def _read_body(request: Request) -> bytes:
+    """Read and decompress the body, refusing it as soon as a size limit is crossed."""
+    check_length(request.headers.get("content-length"))
+    return await read_chunks(request.headers.get("content-encoding"), request.stream())
 
 
 class _WriteBatcher:
@@ -164,7 +173,10 @@ class _WriteBatcher:
                 future.set_exception(error)
 
 
-class _App:
+class InboxApp:
+    """The endpoints; :meth:`authenticate` and :meth:`ingest` also serve granian's envelope
+    path (:mod:`fastapi_sentry.inbox._rsgi`)."""
+
     def __init__(self, store: InboxStore, token: str | None) -> None:
         self.store = store
         self.token = token
@@ -182,12 +194,7 @@ class _App:
         return project
 
     def _authenticate(self, request: Request) -> Project:
-        key = sentry_key(request)
-        if key is None:
-            raise missing_key_error()
-        project = self._project(request.path_params["project_id"])
-        check_key(key, project.public_key, project.id)
-        return project
+        return self.authenticate(request.path_params["project_id"], sentry_key(request))
 
     async def _store(self, project: Project, records: list[Record], received: float) -> None:
         if records:
@@ -196,14 +203,27 @@ class _App:
     async def envelope(self, request: Request) -> Response:
         project = self._authenticate(request)
         received = time.time()
-        envelope = parse_envelope(await _read_body(request))
-        records = records_from_envelope(envelope, received)
+        return Response(
+            await self.ingest(project, await _read_body(request), received), media_type=_JSON
+        )
+
+    def authenticate(self, raw_project_id: str, key: str | None) -> Project:
+        """The project an envelope is for, once its DSN key is checked."""
+        if key is None:
+            raise missing_key_error()
+        project = self._project(raw_project_id)
+        check_key(key, project.public_key, project.id)
+        return project
+
+    async def ingest(self, project: Project, body: bytes, received: float) -> bytes:
+        """Store an envelope's records; the answer's body: the event id, as Sentry answers."""
+        records = records_from_envelope(parse_envelope(body), received)
         await self._store(project, records, received)
         for record in records:
             if record.group is not None or record.type == "transaction":
                 # An event id is 32 hex digits: the answer needs no JSON encoder.
-                return Response(b'{"id":"%s"}' % record.event_id.encode(), media_type=_JSON)
-        return Response(b"{}", media_type=_JSON)
+                return b'{"id":"%s"}' % record.event_id.encode()
+        return b"{}"
 
     async def store_endpoint(self, request: Request) -> Response:
         project = self._authenticate(request)
@@ -399,7 +419,7 @@ INGEST_PATHS = (
     "/api/{project_id}/store",
     "/stream",
 )
-_CORS = {
+CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Retry-After, X-Sentry-Rate-Limits",
 }
@@ -409,7 +429,7 @@ async def _preflight(request: Request) -> Response:
     return Response(
         status_code=200,
         headers={
-            **_CORS,
+            **CORS_HEADERS,
             "Access-Control-Allow-Methods": "POST, OPTIONS",
             "Access-Control-Allow-Headers": (
                 "Content-Type, Content-Encoding, X-Sentry-Auth, Authorization, Baggage, "
@@ -423,7 +443,7 @@ async def _preflight(request: Request) -> Response:
 def _cors(endpoint: Endpoint) -> Endpoint:
     async def with_cors(request: Request) -> Response:
         response: Response = await endpoint(request)
-        response.headers.update(_CORS)
+        response.headers.update(CORS_HEADERS)
         return response
 
     return with_cors
@@ -470,7 +490,7 @@ def create_app(
 ) -> Starlette:
     """The inbox as an ASGI app over ``store``; ``token`` protects the web pages and JSON API;
     ``rules`` (evaluated by the server's alert engine) are shown on the Alerts page."""
-    app = _App(store, token)
+    app = InboxApp(store, token)
     api = [
         ("/api/{project_id}/envelope/", app.envelope, "POST"),
         ("/api/{project_id}/envelope", app.envelope, "POST"),
@@ -511,6 +531,7 @@ def create_app(
     # A redirect answers a POST with nothing stored and nothing said: unknown paths get a 404.
     starlette.router.redirect_slashes = False
     starlette.state.envelope_endpoint = app.envelope
+    starlette.state.ingest = app
     return starlette
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -41,14 +42,23 @@ def parse_auth_header(value: str) -> dict[str, str]:
     return fields
 
 
-def sentry_key(request: HTTPConnection) -> str | None:
+class Headers(Protocol):
+    def get(self, key: str, /) -> str | None: ...
+
+
+def header_key(headers: Headers) -> str | None:
+    """The DSN key of an ``X-Sentry-Auth`` or ``Authorization: Sentry ...`` header."""
     for header in ("x-sentry-auth", "authorization"):
-        value = request.headers.get(header)
+        value = headers.get(header)
         if value and (header == "x-sentry-auth" or value.lower().startswith("sentry ")):
             key = parse_auth_header(value).get("sentry_key")
             if key:
                 return key
-    return request.query_params.get("sentry_key") or None
+    return None
+
+
+def sentry_key(request: HTTPConnection) -> str | None:
+    return header_key(request.headers) or request.query_params.get("sentry_key") or None
 
 
 def check_key(sent: str, expected: str, project_id: int) -> None:

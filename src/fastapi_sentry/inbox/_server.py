@@ -1,8 +1,9 @@
-"""Running the inbox: blocking for the CLI (:func:`serve`), in a background thread for tests
-(:class:`InboxServer`)."""
+"""Running the inbox: blocking for the CLI (:func:`serve`, on granian where installed), in a
+background thread for tests (:class:`InboxServer`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import secrets
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -103,6 +104,61 @@ def _config(app: Starlette) -> uvicorn.Config:
     )
 
 
+HTTPServer = Literal["auto", "granian", "uvicorn"]
+_SERVERS = ("auto", "granian", "uvicorn")
+
+
+def choose_server(server: str) -> Literal["granian", "uvicorn"]:
+    """The HTTP server to run: ``auto`` is granian where it is installed (the ``inbox-fast``
+    extra: it parses HTTP in Rust, beside the Python thread), uvicorn otherwise."""
+    if server not in _SERVERS:
+        raise ValueError(
+            f"server={server!r} is not an HTTP server the inbox runs; use one of {_SERVERS}."
+        )
+    if server == "uvicorn":
+        return "uvicorn"
+    if importlib.util.find_spec("granian") is None:
+        if server == "granian":
+            raise ImportError(
+                "server='granian' needs the granian package; install fastapi-sentry[inbox-fast] "
+                "or use server='uvicorn'."
+            )
+        return "uvicorn"
+    return "granian"
+
+
+class _Runner(Protocol):
+    @property
+    def started(self) -> bool: ...
+
+    def run(self, sockets: list[socket.socket]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class _Uvicorn:
+    def __init__(self, app: Starlette) -> None:
+        self.server = uvicorn.Server(_config(app))
+
+    @property
+    def started(self) -> bool:
+        return self.server.started
+
+    def run(self, sockets: list[socket.socket]) -> None:
+        self.server.run(sockets=sockets)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+def _runner(server: Literal["granian", "uvicorn"], app: Starlette) -> _Runner:
+    if server == "granian":
+        from fastapi_sentry.inbox._granian import Granian
+
+        return Granian(app, _Untraced(app))
+    return _Uvicorn(app)
+
+
 def serve(
     *,
     host: str,
@@ -113,6 +169,7 @@ def serve(
     alerts: str | os.PathLike[str] | AlertRules | None = None,
     max_events: int | None = None,
     max_age_days: float | None = None,
+    server: HTTPServer = "auto",
 ) -> None:
     """Run the inbox until interrupted (Ctrl-C / SIGTERM).
 
@@ -120,8 +177,9 @@ def serve(
     token; on a non-loopback ``host`` without a ``token`` one is generated and only given there, so
     the caller (the CLI) must print it. ``alerts`` is a rules file, read before the socket opens
     (a bad file raises :class:`AlertRulesError`); ``max_events`` (per project) and
-    ``max_age_days`` turn on retention.
+    ``max_age_days`` turn on retention. ``server`` is the HTTP server (:func:`choose_server`).
     """
+    chosen = choose_server(server)
     token = _resolve_token(host, token)
     rules = resolve_rules(alerts)
     store = InboxStore(db_path)
@@ -143,7 +201,7 @@ def serve(
             ).start()
             try:
                 app = create_app(store, token=token, rules=rules)
-                uvicorn.Server(_config(app)).run(sockets=[sock])
+                _runner(chosen, app).run([sock])
             finally:
                 monitor.stop()
         finally:
@@ -158,6 +216,9 @@ class InboxServer:
     >>> with InboxServer(tmp_path / "inbox.db") as inbox:
     ...     sentry_sdk.init(dsn=inbox.dsn)
     ...     inbox.wait_for(1)
+
+    ``server`` is uvicorn unless asked: a test's handful of events gains nothing from granian,
+    whose embedded mode (a server on a thread's event loop) granian itself calls experimental.
     """
 
     def __init__(
@@ -170,7 +231,9 @@ class InboxServer:
         alerts: str | os.PathLike[str] | AlertRules | None = None,
         max_events: int | None = None,
         max_age_days: float | None = None,
+        server: HTTPServer = "uvicorn",
     ) -> None:
+        self.server_kind = choose_server(server)
         self.db_path = os.fspath(db_path)
         self.rules = resolve_rules(alerts)
         self.max_events = max_events
@@ -183,7 +246,7 @@ class InboxServer:
         self.url = ""
         self.dsn = ""
         self.project: Project | None = None
-        self._server: uvicorn.Server | None = None
+        self._server: _Runner | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
 
@@ -206,10 +269,10 @@ class InboxServer:
                 max_age_days=self.max_age_days,
             ).start()
             app = create_app(self.store, token=self.token, rules=self.rules)
-            self._server = uvicorn.Server(_config(app))
+            self._server = _runner(self.server_kind, app)
             self._thread = threading.Thread(
                 target=self._server.run,
-                kwargs={"sockets": [self._sock]},
+                args=([self._sock],),
                 name="fastapi-sentry-inbox",
                 daemon=True,
             )
@@ -229,7 +292,7 @@ class InboxServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=15)
             if self._thread.is_alive():
