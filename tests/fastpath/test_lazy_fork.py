@@ -11,11 +11,14 @@ from typing import Any
 
 import sentry_sdk
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sentry_sdk.scope import Scope
 from sentry_sdk.tracing_utils import PropagationContext
 
 import fastapi_sentry
+from fastapi_sentry._context import RequestState, get_request_id
 from fastapi_sentry._fastpath import scope_fork
+from fastapi_sentry._fastpath.enrich import RequestEnricher
 from fastapi_sentry.testing import CapturedEnvelopes
 from tests.fastpath.test_request_path import DSN, _call_async
 
@@ -32,6 +35,9 @@ def _parent() -> Scope:
     scope.set_extra("e", 1)
     scope.set_attribute("attr", "v")
     return scope
+
+
+_STATE = RequestState({}, "0" * 32, RequestEnricher(user_resolvers=(), send_default_pii=False))
 
 
 def _unforked(scope: Scope) -> bool:
@@ -52,8 +58,8 @@ def _assert_same_fork(lazy: Scope, eager: Scope, parent: Scope) -> None:
 def test_a_touched_lazy_fork_is_the_fork_made_at_once() -> None:
     parent = _parent()
     propagation = PropagationContext()
-    current = scope_fork.fork_lazily(parent, isolation=False)
-    isolation = scope_fork.fork_lazily(parent, isolation=True, propagation=propagation)
+    current = scope_fork.fork_lazily(parent, _STATE, False)
+    isolation = scope_fork.fork_lazily(parent, _STATE, True, propagation)
     _assert_same_fork(current, scope_fork.fork(parent), parent)
     eager_isolation = scope_fork.fork(parent, keep_breadcrumbs=False)
     eager_isolation._propagation_context = propagation
@@ -64,7 +70,7 @@ def test_a_touched_lazy_fork_is_the_fork_made_at_once() -> None:
 
 def test_an_untouched_fork_copies_nothing_and_get_client_does_not_make_it() -> None:
     parent = _parent()
-    lazy = scope_fork.fork_lazily(parent, isolation=False)
+    lazy = scope_fork.fork_lazily(parent, _STATE, False)
     assert lazy.client is parent.client
     assert _unforked(lazy)  # reading the client did not fork it
     lazy.set_tag("b", "2")
@@ -75,7 +81,7 @@ def test_an_untouched_fork_copies_nothing_and_get_client_does_not_make_it() -> N
 
 def test_a_write_before_any_read_is_kept() -> None:
     parent = _parent()
-    lazy = scope_fork.fork_lazily(parent, isolation=False)
+    lazy = scope_fork.fork_lazily(parent, _STATE, False)
     lazy.set_level("warning")  # writes `_level` without reading a field first
     assert lazy._tags == {"a": "1"}  # the fork, made after the write, did not undo it
     assert lazy._level == "warning"
@@ -84,7 +90,7 @@ def test_a_write_before_any_read_is_kept() -> None:
 
 def test_each_new_trace_gets_its_own_propagation_context() -> None:
     parent = Scope()
-    first, second = (scope_fork.fork_lazily(parent, isolation=True) for _ in range(2))
+    first, second = (scope_fork.fork_lazily(parent, _STATE, True) for _ in range(2))
     assert first._propagation_context is not None
     assert second._propagation_context is not None
     assert first._propagation_context.trace_id != second._propagation_context.trace_id
@@ -93,7 +99,7 @@ def test_each_new_trace_gets_its_own_propagation_context() -> None:
 
 def test_copying_an_unforked_scope_forks_it_first() -> None:
     parent = _parent()
-    lazy = scope_fork.fork_lazily(parent, isolation=True, propagation=PropagationContext())
+    lazy = scope_fork.fork_lazily(parent, _STATE, True, PropagationContext())
     copied = copy(lazy)
     copied.set_tag("c", "3")
     assert lazy._tags == {"a": "1"}
@@ -102,7 +108,7 @@ def test_copying_an_unforked_scope_forks_it_first() -> None:
 
 def test_threads_touching_one_unforked_scope_share_the_one_fork() -> None:
     parent = Scope()
-    lazy = scope_fork.fork_lazily(parent, isolation=False)
+    lazy = scope_fork.fork_lazily(parent, _STATE, False)
     start = threading.Barrier(8)
 
     def tag(n: int) -> None:
@@ -163,3 +169,26 @@ def test_requests_touching_sentry_after_both_started_never_see_each_others_data(
     assert len(trace_ids) == 2
     assert "who" not in Scope.get_isolation_scope()._tags
     assert "who" not in Scope.get_current_scope()._extras
+
+
+def test_the_request_is_found_on_its_scopes_in_forks_and_threads_and_not_after() -> None:
+    """The lean path sets no context variable of its own: the request's id is found on the
+    isolation scope, which a nested isolation scope and a thread's copy of it still carry."""
+    app = FastAPI()
+    seen: dict[str, str | None] = {}
+
+    @app.get("/ids")
+    async def ids() -> None:
+        seen["handler"] = get_request_id()
+        with sentry_sdk.isolation_scope():
+            seen["nested"] = get_request_id()
+        thread = threading.Thread(target=lambda: seen.__setitem__("thread", get_request_id()))
+        thread.start()
+        thread.join()
+
+    fastapi_sentry.install(app, dsn=DSN, enable_tracing=False)
+    with TestClient(app) as client:
+        response = client.get("/ids", headers={"x-request-id": "req-42"})
+    assert response.headers["x-request-id"] == "req-42"
+    assert seen == {"handler": "req-42", "nested": "req-42", "thread": "req-42"}
+    assert get_request_id() is None

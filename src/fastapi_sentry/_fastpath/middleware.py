@@ -60,7 +60,14 @@ from fastapi_sentry._fastpath.enrich import (
     url_name,
 )
 from fastapi_sentry._fastpath.sampling import DecidedTransaction, HeadOfTrace, HeadSampler
-from fastapi_sentry._fastpath.scope_fork import fork, fork_lazily
+from fastapi_sentry._fastpath.scope_fork import (
+    RequestScope,
+    fork_lazily,
+    fork_now,
+    request_of_scope,
+)
+
+current_request.find_in_scope(request_of_scope)
 
 _TRACE_HEADERS = frozenset({b"sentry-trace", b"baggage", b"traceparent"})
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
@@ -94,7 +101,8 @@ class RequestContextMiddleware:
         if kind != "http" and kind != "websocket":
             await self._lifespan(scope, receive, send)
             return
-        if current_request.get() is not None:  # an app mounted inside another installed app
+        parent = _isolation_scope.get()
+        if isinstance(parent, RequestScope):  # an app mounted inside another installed app
             await self.app(scope, receive, send)
             return
 
@@ -123,22 +131,16 @@ class RequestContextMiddleware:
         propagation = incoming  # None: a new trace, made if something asks for it
         if self.sampler.enabled:
             sampled, propagation, decided = self.sampler.decide(scope, incoming)
-        parent = _isolation_scope.get()
+        # the request's own scopes (`current_request` finds the request on them): forked when
+        # something first touches them, or at once for a transaction, which writes to both
+        make = fork_now if sampled else fork_lazily
         if parent is None:
             parent = Scope.get_isolation_scope()
-        if sampled:  # a transaction writes to both scopes at once: forked now
-            isolation = fork(parent, keep_breadcrumbs=False)
-            isolation._propagation_context = propagation
-        else:  # forked when something first touches them, if anything does
-            isolation = fork_lazily(parent, isolation=True, propagation=propagation)
-        isolation_token = _isolation_scope.set(isolation)
+        isolation_token = _isolation_scope.set(make(parent, state, True, propagation))
         parent = _current_scope.get()
         if parent is None:
             parent = Scope.get_current_scope()
-        current_token = _current_scope.set(
-            fork(parent) if sampled else fork_lazily(parent, isolation=False)
-        )
-        state_token = current_request.set(state)
+        current_token = _current_scope.set(make(parent, state, False))
         try:
             if has_body and self.max_body_bytes:
                 receive = _keeping_body(receive, state, self.max_body_bytes)
@@ -155,7 +157,6 @@ class RequestContextMiddleware:
                     raise
         finally:
             sessions.record(state.outcome)
-            current_request.reset(state_token)
             _current_scope.reset(current_token)
             _isolation_scope.reset(isolation_token)
 

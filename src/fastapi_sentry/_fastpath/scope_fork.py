@@ -17,12 +17,14 @@ or renames a field, `fork()` falls back to the SDK's own copy, so nothing can be
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from copy import copy, deepcopy
 from typing import Any, ClassVar
 
-from fastapi_sentry._fastpath._sdk_seam import PropagationContext, Scope
+from fastapi_sentry._context import RequestState
+from fastapi_sentry._fastpath._sdk_seam import PropagationContext, Scope, _isolation_scope
 
 _COPIED = frozenset(
     {
@@ -97,12 +99,23 @@ def _copy_fields(rv: Scope, scope: Scope, keep_breadcrumbs: bool) -> None:
 
 
 class RequestScope(Scope):
-    """A request's own isolation or current scope: a `Scope` with one more field, the scope it
-    is a fork of, kept only until the fork is made (see `fork_lazily`)."""
+    """A request's own isolation or current scope: a `Scope` that knows its request (so the
+    request needs no context variable of its own: `_context.current_request` looks here) and,
+    until the fork is made (see `fork_lazily`), the scope it is a fork of."""
 
-    __slots__ = ("_fork_of",)
+    __slots__ = ("_fork_of", "request_state")
 
     _fork_of: Scope | None
+    request_state: RequestState | None
+
+    def __copy__(self) -> Scope:
+        """`Scope.fork()` of a request's scope (a thread's, `sentry_sdk.isolation_scope()`):
+        the copy belongs to the same request."""
+        rv = Scope.__copy__(self)
+        assert isinstance(rv, RequestScope)
+        rv.request_state = self.request_state
+        rv._fork_of = None
+        return rv
 
 
 class _Unforked(RequestScope):
@@ -165,25 +178,62 @@ _LOCK = threading.Lock()
 _set_class = object.__setattr__
 
 
+def fork_now(
+    scope: Scope,
+    state: RequestState,
+    isolation: bool,
+    propagation: PropagationContext | None = None,
+) -> RequestScope:
+    """The request's fork of `scope`, made at once (a sampled request's transaction writes to
+    both scopes anyway). The isolation fork starts without breadcrumbs and with `propagation`,
+    or with a new propagation context (a new trace) when there is none."""
+    if FAST and type(scope) is Scope:
+        rv: RequestScope = object.__new__(RequestScope)
+        rv.client = scope.client
+        rv._propagation_context = scope._propagation_context
+        _copy_fields(rv, scope, not isolation)
+    else:  # the parent is a request's scope already, or sentry-sdk's fields have changed
+        rv = _as_request_scope(fork(scope, keep_breadcrumbs=not isolation))
+    rv._fork_of = None
+    rv.request_state = state
+    if isolation:
+        rv._propagation_context = propagation or PropagationContext()
+    return rv
+
+
+def _as_request_scope(forked: Scope) -> RequestScope:
+    if isinstance(forked, RequestScope):
+        return forked
+    rv: RequestScope = object.__new__(RequestScope)
+    for name in _ALL_FIELDS:
+        with contextlib.suppress(AttributeError):  # a field the SDK leaves unset
+            setattr(rv, name, getattr(forked, name))
+    return rv
+
+
+_ALL_FIELDS = tuple(getattr(Scope, "__slots__", ()))
+
+
 def fork_lazily(
-    scope: Scope, *, isolation: bool, propagation: PropagationContext | None = None
-) -> Scope:
-    """A fork of `scope`, made when something first touches it; until then it costs an object.
+    scope: Scope,
+    state: RequestState,
+    isolation: bool,
+    propagation: PropagationContext | None = None,
+) -> RequestScope:
+    """The request's fork of `scope`, made when something first touches it; until then it
+    costs an object.
 
     A request that never touches Sentry (no tag, breadcrumb, log record or event) never copies
-    its parent's fields. The isolation fork starts without breadcrumbs and with `propagation`,
-    or with a new propagation context (a new trace) when there is none. `client` is copied now,
-    so `sentry_sdk.get_client()` does not make the fork. The fork copies the parent's fields
-    as they are when it is made, which for a request's parents (the process's base scopes,
-    written to at start-up) is what they were when the request came in.
+    its parent's fields; `client` is copied now, so `sentry_sdk.get_client()` does not make the
+    fork. The fork copies the parent's fields as they are when it is made, which for a
+    request's parents (the process's base scopes, written to at start-up) is what they were
+    when the request came in. Otherwise as `fork_now`.
     """
-    if not FAST or type(scope) is not Scope:  # a scope made by a fork already: copy it now
-        rv = fork(scope, keep_breadcrumbs=not isolation)
-        if isolation:
-            rv._propagation_context = propagation or PropagationContext()
-        return rv
+    if not FAST or type(scope) is not Scope:
+        return fork_now(scope, state, isolation, propagation)
     lazy: RequestScope = object.__new__(RequestScope)
     lazy._fork_of = scope
+    lazy.request_state = state
     lazy.client = scope.client
     if not isolation:
         lazy.__class__ = _Unforked
@@ -210,3 +260,9 @@ def _make_fork(lazy: RequestScope) -> None:
             lazy._propagation_context = PropagationContext()
         lazy._fork_of = None
         lazy.__class__ = RequestScope
+
+
+def request_of_scope() -> RequestState | None:
+    """The request whose isolation scope is current (`_context.current_request` asks this)."""
+    scope = _isolation_scope.get()
+    return scope.request_state if isinstance(scope, RequestScope) else None
