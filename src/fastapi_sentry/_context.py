@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -78,9 +78,39 @@ def add_request_timing(event: dict[str, Any], state: RequestState) -> None:
     contexts.setdefault(REQUEST_TIMING_CONTEXT, {"elapsed_ms": elapsed_ms})
 
 
-current_request: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
-    "fastapi_sentry_request", default=None
-)
+class RequestLookup:
+    """Where the request being handled in this context is found (`current_request`).
+
+    The fallback request path sets it as a context variable of its own. The lean one keeps the
+    request on the isolation scope it forks for it, which is in a context variable already (one
+    fewer to set and reset per request), and says how to find it there with `find_in_scope`.
+    """
+
+    __slots__ = ("_in_scope", "_var")
+
+    def __init__(self) -> None:
+        self._var: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
+            "fastapi_sentry_request", default=None
+        )
+        self._in_scope: Callable[[], RequestState | None] | None = None
+
+    def get(self) -> RequestState | None:
+        state = self._var.get()
+        if state is None and self._in_scope is not None:
+            return self._in_scope()
+        return state
+
+    def set(self, state: RequestState | None) -> contextvars.Token[RequestState | None]:
+        return self._var.set(state)
+
+    def reset(self, token: contextvars.Token[RequestState | None]) -> None:
+        self._var.reset(token)
+
+    def find_in_scope(self, finder: Callable[[], RequestState | None]) -> None:
+        self._in_scope = finder
+
+
+current_request = RequestLookup()
 
 
 def get_request_id() -> str | None:

@@ -13,9 +13,9 @@ cites it.
 So the SDK's Starlette and FastAPI integrations are disabled (`disabled_integrations`, see
 `_setup`) and this one ASGI middleware replaces them. Per request it:
 
-- forks the isolation and current scopes (what keeps requests apart) and starts a lazy
-  propagation context (its trace id is made only if something asks for it), or continues the
-  caller's trace when `sentry-trace` came in;
+- forks the isolation and current scopes (what keeps requests apart), for an untraced request
+  only when something first touches them (`scope_fork.fork_lazily`), with a new trace (its
+  propagation context made only then) or the caller's when `sentry-trace` came in;
 - notes the request id (incoming `X-Request-ID` or a new one, echoed on the response), the
   response status, and — only for requests with a body — the body chunks the app itself reads;
 - decides head sampling itself (`_sampling`: the SDK's rate rule, one random draw carried
@@ -60,7 +60,14 @@ from fastapi_sentry._fastpath.enrich import (
     url_name,
 )
 from fastapi_sentry._fastpath.sampling import DecidedTransaction, HeadOfTrace, HeadSampler
-from fastapi_sentry._fastpath.scope_fork import fork
+from fastapi_sentry._fastpath.scope_fork import (
+    RequestScope,
+    fork_lazily,
+    fork_now,
+    request_of_scope,
+)
+
+current_request.find_in_scope(request_of_scope)
 
 _TRACE_HEADERS = frozenset({b"sentry-trace", b"baggage", b"traceparent"})
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
@@ -94,7 +101,8 @@ class RequestContextMiddleware:
         if kind != "http" and kind != "websocket":
             await self._lifespan(scope, receive, send)
             return
-        if current_request.get() is not None:  # an app mounted inside another installed app
+        parent = _isolation_scope.get()
+        if isinstance(parent, RequestScope):  # an app mounted inside another installed app
             await self.app(scope, receive, send)
             return
 
@@ -113,10 +121,6 @@ class RequestContextMiddleware:
                     has_body = True
         state = RequestState(scope, request_id or new_request_id(), self.enricher)
 
-        parent = _isolation_scope.get()
-        isolation = fork(
-            Scope.get_isolation_scope() if parent is None else parent, keep_breadcrumbs=False
-        )
         incoming = (
             PropagationContext.from_incoming_data(trace_headers)
             if trace_headers is not None
@@ -124,21 +128,23 @@ class RequestContextMiddleware:
         )
         sampled = False
         decided: float | None = None
+        propagation = incoming  # None: a new trace, made if something asks for it
         if self.sampler.enabled:
             sampled, propagation, decided = self.sampler.decide(scope, incoming)
-        else:
-            propagation = incoming or PropagationContext()
-        isolation._propagation_context = propagation
-        isolation_token = _isolation_scope.set(isolation)
+        # the request's own scopes (`current_request` finds the request on them): forked when
+        # something first touches them, or at once for a transaction, which writes to both
+        make = fork_now if sampled else fork_lazily
+        if parent is None:
+            parent = Scope.get_isolation_scope()
+        isolation_token = _isolation_scope.set(make(parent, state, True, propagation))
         parent = _current_scope.get()
-        current_token = _current_scope.set(
-            fork(Scope.get_current_scope() if parent is None else parent)
-        )
-        state_token = current_request.set(state)
+        if parent is None:
+            parent = Scope.get_current_scope()
+        current_token = _current_scope.set(make(parent, state, False))
         try:
             if has_body and self.max_body_bytes:
                 receive = _keeping_body(receive, state, self.max_body_bytes)
-            if sampled:
+            if sampled and propagation is not None:  # the sampler's decision comes with one
                 if self.stream:
                     await self._streamed(scope, receive, send, state, propagation)
                 else:
@@ -151,7 +157,6 @@ class RequestContextMiddleware:
                     raise
         finally:
             sessions.record(state.outcome)
-            current_request.reset(state_token)
             _current_scope.reset(current_token)
             _isolation_scope.reset(isolation_token)
 
@@ -272,9 +277,15 @@ def _untraced_sender(send: Send, state: RequestState, header: bytes) -> Send:
     `send`'s awaitable, so each message costs one call instead of a second coroutine."""
 
     def send_with_request_id(message: Message) -> Awaitable[None]:
-        if message["type"] == "http.response.start":
-            state.status = message.get("status", 200)
-            message = _with_request_id(message, header, state)
+        if message["type"] != "http.response.start":
+            return send(message)
+        state.status = message.get("status", 200)
+        headers = message.get("headers", ())
+        for name, _ in headers:
+            if name.lower() == header:  # the app's own id: left as it is
+                return send(message)
+        # a new list, as Starlette's own middlewares add headers: the app's may be reused
+        message["headers"] = [*headers, (header, state.request_id.encode())]
         return send(message)
 
     return send_with_request_id
