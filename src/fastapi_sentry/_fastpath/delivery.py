@@ -154,6 +154,7 @@ class DeliveryWorker(Worker):
         self._stopped = False
         self._threads: list[threading.Thread | None] = [None] * (1 + bulk_senders)
         self._thread_pid: int | None = None
+        self._running = False  # every thread started (in `_thread_pid`) and none has ended
         _workers.add(self)
 
     def _make_locks(self) -> None:
@@ -176,6 +177,7 @@ class DeliveryWorker(Worker):
         self._errors_busy = False
         self._threads = [None] * (1 + self.bulk_senders)
         self._thread_pid = None
+        self._running = False
         if self.owner is not None:
             self.owner._after_fork_in_child()
 
@@ -188,10 +190,8 @@ class DeliveryWorker(Worker):
         return thread is not None and thread.is_alive() and self._thread_pid == os.getpid()
 
     def _ensure_thread(self) -> None:
-        if self._stopped or (
-            self._thread_pid == os.getpid()
-            and all(thread is not None and thread.is_alive() for thread in self._threads)
-        ):
+        # per envelope: a pid and a flag, not five `is_alive()` calls
+        if self._stopped or (self._running and self._thread_pid == os.getpid()):
             return
         with self.cond:
             if self._thread_pid != os.getpid():
@@ -209,6 +209,7 @@ class DeliveryWorker(Worker):
                 except RuntimeError:  # the interpreter is shutting down
                     return
                 self._threads[index] = thread
+            self._running = True
 
     def full(self) -> bool:
         return len(self.bulk) >= self.queue_size
@@ -266,6 +267,12 @@ class DeliveryWorker(Worker):
         return None
 
     def _run(self, index: int) -> None:
+        try:
+            self._loop(index)
+        finally:
+            self._running = False  # the next submit starts what ended
+
+    def _loop(self, index: int) -> None:
         while True:
             with self.cond:
                 job = None
