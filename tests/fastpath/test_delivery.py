@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,12 @@ from fastapi import FastAPI
 
 import fastapi_sentry
 from fastapi_sentry._fastpath import transport as _transport
-from fastapi_sentry._fastpath.delivery import DeliveryTransport
+from fastapi_sentry._fastpath.delivery import (
+    BULK_SENDERS,
+    DeliveryConfig,
+    DeliveryTransport,
+    delivery_transport,
+)
 from tests.fault_support import FaultReceiver, child_env
 from tests.support.receiver import Receiver, decompress, parse_envelope
 
@@ -302,22 +308,142 @@ def test_the_breaker_pause_moves_errors_to_the_outbox_not_the_floor(
         assert found == ["paused #0", *(f"paused #{n}" for n in range(10))]
 
 
+def is_transaction(body: bytes) -> bool:
+    return b'"type":"transaction"' in body
+
+
+def install_traced(receiver: Receiver) -> None:
+    fastapi_sentry.install(
+        FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=0.0
+    )
+
+
+def send_transactions(prefix: str, count: int) -> None:
+    for n in range(count):
+        with sentry_sdk.start_transaction(name=f"{prefix} #{n}", sampled=True):
+            pass
+
+
+def transaction_names(receiver: Receiver) -> list[str]:
+    return [str(t.get("transaction")) for t in receiver.envelope_items("transaction")]
+
+
+def test_transactions_are_sent_several_at_a_time_and_each_once() -> None:
+    """One send at a time delivers one envelope per round trip (10-50 a second to a Sentry
+    20-100 ms away): the receiver holds every answer, and `BULK_SENDERS` requests, no more,
+    reach it before the first is answered."""
+    gate = threading.Event()
+    with Receiver(gate=gate, hold=is_transaction) as receiver:
+        install_traced(receiver)
+        try:
+            send_transactions("held", 20)
+            receiver.wait_arrived(BULK_SENDERS)
+        finally:
+            gate.set()
+        sentry_sdk.flush(timeout=30)
+        assert sorted(transaction_names(receiver)) == sorted(f"held #{n}" for n in range(20))
+        assert receiver.most_held == BULK_SENDERS
+        assert transport().snapshot().sent["transaction"] == 20
+
+
+def test_over_urllib3_the_bulk_senders_each_keep_a_pooled_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """https DSNs, proxies and socket options keep sentry-sdk's urllib3 pool: it has room for a
+    connection per sender, so none is opened and thrown away for each envelope."""
+    gate = threading.Event()
+    with Receiver(gate=gate, hold=is_transaction, keep_alive=True) as receiver:
+        sentry_sdk.init(
+            dsn=receiver.dsn,
+            traces_sample_rate=1.0,
+            socket_options=[],  # what keeps the urllib3 path on a plain http DSN
+            transport=delivery_transport(DeliveryConfig()),
+        )
+        assert transport()._connection is None
+        try:
+            send_transactions("pooled", 12)
+            receiver.wait_arrived(BULK_SENDERS)
+        finally:
+            gate.set()
+        sentry_sdk.flush(timeout=30)
+        assert sorted(transaction_names(receiver)) == sorted(f"pooled #{n}" for n in range(12))
+        assert receiver.most_held == BULK_SENDERS
+    assert "Connection pool is full" not in caplog.text
+
+
+@pytest.mark.sdk_errors_expected
+def test_sends_that_fail_together_open_the_breaker_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pause doubles with each failed try; sends that were in flight together are one try."""
+    monkeypatch.setattr(_transport, "FIRST_BACKOFF", 60.0)
+    gate = threading.Event()
+    with Receiver(gate=gate, hold=is_transaction, status=500) as receiver:
+        install_traced(receiver)
+        try:
+            send_transactions("failing", BULK_SENDERS)
+            receiver.wait_arrived(BULK_SENDERS)
+        finally:
+            gate.set()
+        sentry_sdk.flush(timeout=30)
+        assert transport()._failures == 1
+        assert transport().snapshot().dropped[("network_error", "transaction")] == BULK_SENDERS
+
+
+def test_flush_waits_for_every_send_in_flight() -> None:
+    """With nothing left in the queues, only the sends waiting for their answers remain (one
+    bulk sender is left free: the client report `flush` queues must not be what it waits for)."""
+    gate = threading.Event()
+    at_flush_end: list[int] = []
+
+    def flush() -> None:
+        sentry_sdk.flush(timeout=30)
+        at_flush_end.append(len(receiver.envelope_items("transaction")))
+
+    with Receiver(gate=gate, hold=is_transaction) as receiver:
+        install_traced(receiver)
+        flusher = threading.Thread(target=flush)
+        try:
+            send_transactions("in flight", BULK_SENDERS - 1)
+            receiver.wait_arrived(BULK_SENDERS - 1)  # all taken from the queue, none answered
+            flusher.start()
+            flusher.join(0.5)  # a flush that did not wait would be done by now
+        finally:
+            gate.set()
+        flusher.join(30)
+    assert at_flush_end == [BULK_SENDERS - 1]
+
+
+def test_an_error_is_not_held_up_by_transactions_waiting_for_answers() -> None:
+    gate = threading.Event()
+    with Receiver(gate=gate, hold=is_transaction) as receiver:
+        install_traced(receiver)
+        try:
+            send_transactions("slow", 40)
+            receiver.wait_arrived(BULK_SENDERS)  # every bulk sender waits for an answer
+            for n in range(3):
+                sentry_sdk.capture_message(f"urgent #{n}", level="error")
+            receiver.wait_for_items("event", 3)  # while the transactions are still held
+        finally:
+            gate.set()
+        sentry_sdk.flush(timeout=30)
+        assert sorted(transaction_names(receiver)) == sorted(f"slow #{n}" for n in range(40))
+        assert markers(receiver.envelope_items("event"), "urgent #") == [
+            f"urgent #{n}" for n in range(3)
+        ]
+
+
 def test_errors_captured_after_transactions_are_sent_before_them() -> None:
     """What a graceful stop relies on: in the time it has, the errors go out first. The receiver
-    holds the first transaction's request until every error is captured, so what is queued
-    behind it does not depend on how fast this machine is."""
+    holds every request until the first error has arrived, so what is queued behind the
+    transactions in flight does not depend on how fast this machine is."""
     gate = threading.Event()
     with Receiver(gate=gate) as receiver:
-        fastapi_sentry.install(
-            FastAPI(), dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=0.0
-        )
+        install_traced(receiver)
         try:
-            for _ in range(40):
-                with sentry_sdk.start_transaction(name="before the errors", sampled=True):
-                    pass
-            receiver.wait_arrived(1)  # the sender is busy with the first transaction
+            send_transactions("before the errors", 40)
+            receiver.wait_arrived(BULK_SENDERS)  # the bulk senders are busy
             for n in range(10):
                 sentry_sdk.capture_message(f"first #{n}", level="error")
+            receiver.wait_arrived(BULK_SENDERS + 1)  # and the first error is on its way
         finally:
             gate.set()
         sentry_sdk.flush(timeout=30)
@@ -325,10 +451,50 @@ def test_errors_captured_after_transactions_are_sent_before_them() -> None:
             {str(headers.get("type")) for headers, _ in envelope.items}
             for envelope in receiver.envelopes()
         ]
-    error_positions = [n for n, types in enumerate(kinds) if "event" in types]
-    # the transaction in flight, then all ten errors, then the 39 transactions queued before them
-    assert error_positions == list(range(1, 11)), kinds[:15]
+    # the transactions in flight and the ten errors (their answers in any order), then the
+    # 36 transactions queued before the errors: none started while an error waited
+    first = BULK_SENDERS + 10
+    assert sum("event" in types for types in kinds[:first]) == 10, kinds[: first + 5]
+    assert all(types == {"transaction"} for types in kinds[first:]), kinds
     assert sum("transaction" in types for types in kinds) == 40
+
+
+def test_a_child_forked_while_transactions_are_in_flight_sends_its_own_once() -> None:
+    """Celery's prefork pool forks whenever it likes: the child gets the parent's queues and
+    locks as they were, but not its threads. It must neither hang nor wait for the parent's
+    sends, nor send what the parent had queued (the parent does)."""
+    gate = threading.Event()
+    with Receiver(gate=gate, hold=lambda body: b"parent #" in body) as receiver:
+        install_traced(receiver)
+        try:
+            send_transactions("parent", BULK_SENDERS + 2)
+            receiver.wait_arrived(BULK_SENDERS)  # four in flight, two queued
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                signal.alarm(20)  # a hang ends the child (SIGALRM) instead of the test run
+                try:
+                    send_transactions("child", 1)
+                    sentry_sdk.capture_message("from the child", level="error")
+                    sentry_sdk.flush(timeout=10)
+                    snapshot = transport().snapshot()
+                    done = not transport().delivery._active and snapshot.queued == {
+                        "errors": 0,
+                        "other": 0,
+                    }
+                    sent = (snapshot.sent.get("transaction"), snapshot.sent.get("error"))
+                    code = 0 if done and sent == (1, 1) else 2
+                finally:
+                    os._exit(code)
+        finally:
+            gate.set()
+        _, status = os.waitpid(pid, 0)
+        sentry_sdk.flush(timeout=30)
+        names = transaction_names(receiver)
+        errors = markers(receiver.envelope_items("event"), "from the child")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(names) == sorted(["child #0", *(f"parent #{n}" for n in range(BULK_SENDERS + 2))])
+    assert errors == ["from the child"]
 
 
 def test_the_fallback_keeps_sentry_sdks_own_transport(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -58,13 +59,23 @@ class Receiver:
     """Start with `with Receiver() as r:`; `r.dsn` points sentry-sdk at it."""
 
     def __init__(
-        self, *, delay: float = 0.0, status: int = 200, gate: threading.Event | None = None
+        self,
+        *,
+        delay: float = 0.0,
+        status: int = 200,
+        gate: threading.Event | None = None,
+        hold: Callable[[bytes], bool] | None = None,
+        keep_alive: bool = False,
     ) -> None:
         self.delay = delay
         self.status = status
         #: when given, each request is held (after it has arrived) until the gate is set
         self.gate = gate
+        #: which requests the gate holds (by their decompressed body): all when not given
+        self.hold = hold
         self.arrived = 0
+        self.held = 0  # requests held at the gate now
+        self.most_held = 0  # the most held at once
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []  # of each request, names lower-cased
@@ -72,15 +83,22 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections open, as Sentry's endpoint does
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 body = decompress(raw, self.headers.get("Content-Encoding", ""))
-                if receiver.gate is not None:
+                if receiver.gate is not None and (receiver.hold is None or receiver.hold(body)):
                     with receiver._cond:
                         receiver.arrived += 1
+                        receiver.held += 1
+                        receiver.most_held = max(receiver.most_held, receiver.held)
                         receiver._cond.notify_all()
                     receiver.gate.wait(30)
+                    with receiver._cond:
+                        receiver.held -= 1
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._cond:

@@ -100,6 +100,7 @@ _SHAPES: tuple[tuple[str, str], ...] = (
     ("HttpTransport", "_prepare_envelope"),
     ("HttpTransport", "_update_headers"),
     ("HttpTransport", "_request"),
+    ("HttpTransport", "_get_pool_options"),  # room in urllib3's pool for the bulk senders
     ("HttpTransport", "_update_rate_limits"),
     ("HttpTransport", "_check_disabled"),
     ("HttpTransport", "_is_rate_limited"),

@@ -5,8 +5,12 @@ fills it with transactions, the next error is dropped like any transaction, and 
 fails to send (receiver unreachable, 5xx) is gone. `DeliveryTransport` changes that:
 
 - Two queues, each capped at `transport_queue_size`. Errors, messages and cron check-ins go
-  through the first and are always sent before anything else; transactions, spans, sessions,
-  profiles, logs and client reports share the second, and only they are dropped when it is full.
+  through the first and are always sent before anything else, one at a time and in order, by a
+  thread of their own; transactions, spans, sessions, profiles, logs and client reports share
+  the second, and only they are dropped when it is full. `BULK_SENDERS` threads send those, each
+  on its own kept-alive connection and waiting for its own answer: one sender delivers at most
+  one envelope per round trip to the receiver. None of them starts a send while an error is
+  queued or being sent, and none waits for another's answer.
 - The outbox: an error or check-in that could not be delivered (connection refused or cut, a
   timeout, a 5xx answer, or the circuit breaker open) is kept, bounded by count and bytes, in
   memory and, with a spool directory, on disk (`spool.py`), so it survives a restart. It is sent
@@ -40,8 +44,9 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal, cast
@@ -52,6 +57,7 @@ from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.utils import capture_internal_exceptions
 from sentry_sdk.worker import Worker
 
+from fastapi_sentry._fastpath.http1 import Connection
 from fastapi_sentry._fastpath.spool import Entry, Outbox, claim_slot
 from fastapi_sentry._fastpath.transport import ResilientTransport
 
@@ -71,6 +77,10 @@ UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 #: Other 5xx answers one envelope may get before it is dropped (`send_error`): an envelope the
 #: receiver fails on every time must not hold every error behind it for ever.
 MAX_SERVER_ERRORS = 5
+#: Transactions and the like in flight at once, each on a thread and a connection of its own. One
+#: sender that waits for each answer delivers at most one envelope per round trip: 10-50 a second
+#: against a receiver 20-100 ms away (`benchmarks/bench_delivery.py`).
+BULK_SENDERS = 4
 Job = Envelope | Callable[[], None]
 
 
@@ -114,41 +124,92 @@ def _parse_categories(body: bytes) -> tuple[str, ...] | None:
     return _categories(envelope) if envelope.items else None
 
 
-class DeliveryWorker(Worker):
-    """One thread for both queues and the outbox: sentry-sdk's `BackgroundWorker`, prioritised."""
+#: every worker of this process, so a forked child can give each one fresh locks and threads
+_workers: weakref.WeakSet[DeliveryWorker] = weakref.WeakSet()
 
-    def __init__(self, queue_size: int) -> None:
+
+def _reset_after_fork() -> None:
+    for worker in list(_workers):
+        worker._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class DeliveryWorker(Worker):
+    """sentry-sdk's `BackgroundWorker`, prioritised: one thread sends errors and the outbox, one
+    at a time and in order; `bulk_senders` threads send the rest, each waiting for its own
+    answer, so that many are in flight at once and an error never waits behind one."""
+
+    def __init__(self, queue_size: int, bulk_senders: int = BULK_SENDERS) -> None:
         self.queue_size = queue_size
-        self.cond = threading.Condition()
+        self.bulk_senders = bulk_senders
+        self._make_locks()
         self.priority: deque[Envelope] = deque()
         self.bulk: deque[Job] = deque()
         self.owner: DeliveryTransport | None = None
-        self._busy = False
+        self._active = 0  # jobs being done now, by any of the threads
+        self._errors_busy = False  # the errors' thread is sending (queue or outbox)
         self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread | None] = [None] * (1 + bulk_senders)
         self._thread_pid: int | None = None
+        self._running = False  # every thread started (in `_thread_pid`) and none has ended
+        _workers.add(self)
+
+    def _make_locks(self) -> None:
+        lock = threading.RLock()
+        #: the errors' thread and `flush` wait on it; every change of state notifies it
+        self.cond = threading.Condition(lock)
+        #: the bulk threads wait on it, one woken per envelope
+        self._bulk_ready = threading.Condition(lock)
+        #: `flush` waits on it: notified when the last job being done is done
+        self._idle = threading.Condition(lock)
+
+    def _after_fork_in_child(self) -> None:
+        """A fork copies the queues and the lock as they were, but none of the threads: a lock
+        one of them held would never be released here. What was queued is the parent's to send
+        (the child sending it too would deliver it twice); what was in flight is the parent's."""
+        self._make_locks()
+        self.priority.clear()
+        self.bulk.clear()
+        self._active = 0
+        self._errors_busy = False
+        self._threads = [None] * (1 + self.bulk_senders)
+        self._thread_pid = None
+        self._running = False
+        if self.owner is not None:
+            self.owner._after_fork_in_child()
 
     @property
     def is_alive(self) -> bool:
         return self._alive()
 
     def _alive(self) -> bool:
-        thread = self._thread
+        thread = self._threads[0]
         return thread is not None and thread.is_alive() and self._thread_pid == os.getpid()
 
     def _ensure_thread(self) -> None:
-        if self._alive() or self._stopped:
+        # per envelope: a pid and a flag, not five `is_alive()` calls
+        if self._stopped or (self._running and self._thread_pid == os.getpid()):
             return
         with self.cond:
-            if self._alive():
-                return
-            self._busy = False
-            thread = threading.Thread(target=self._run, name="fastapi-sentry.delivery", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:  # the interpreter is shutting down
-                return
-            self._thread, self._thread_pid = thread, os.getpid()
+            if self._thread_pid != os.getpid():
+                self._threads = [None] * (1 + self.bulk_senders)
+                self._active = 0
+                self._errors_busy = False
+            self._thread_pid = os.getpid()
+            for index, thread in enumerate(self._threads):
+                if thread is not None and thread.is_alive():
+                    continue
+                name = "fastapi-sentry.delivery" + (f".bulk-{index}" if index else "")
+                thread = threading.Thread(target=self._run, args=(index,), name=name, daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # the interpreter is shutting down
+                    return
+                self._threads[index] = thread
+            self._running = True
 
     def full(self) -> bool:
         return len(self.bulk) >= self.queue_size
@@ -162,7 +223,10 @@ class DeliveryWorker(Worker):
             if len(self.bulk) >= self.queue_size:
                 return False
             self.bulk.append(job)
-            self.cond.notify_all()
+            if self.bulk_senders:
+                self._bulk_ready.notify()
+            else:
+                self.cond.notify_all()
         return True
 
     def submit_priority(self, envelope: Envelope) -> bool:
@@ -178,49 +242,67 @@ class DeliveryWorker(Worker):
         with self.cond:
             self.cond.notify_all()
 
-    def _next_job(self) -> tuple[str, Job | None] | None:
-        """Under the lock: the next thing to do, or None after waiting (or when stopped)."""
+    def _next_job(self, index: int) -> tuple[str, Job | None] | None:
+        """Under the lock: thread `index`'s next thing to do, or None after waiting."""
         owner = self.owner
-        if self.priority:
-            return "priority", self.priority.popleft()
         wait = owner.outbox_wait() if owner is not None else None
-        if wait == 0.0:
-            return "outbox", None
-        if self.bulk:
-            return "bulk", self.bulk.popleft()
-        self._busy = False
-        self.cond.notify_all()
-        if not self._stopped:
+        if index == 0:
+            if self.priority:
+                self._errors_busy = True
+                return "priority", self.priority.popleft()
+            if wait == 0.0:
+                self._errors_busy = True
+                return "outbox", None
+            if self.bulk and not self.bulk_senders:
+                return "bulk", self.bulk.popleft()
+            if self._errors_busy:  # done with errors: the bulk threads may start sending again
+                self._errors_busy = False
+                self._bulk_ready.notify_all()
             self.cond.wait(wait)
+            return None
+        # no new send starts while errors are queued or being sent: they keep the line first
+        if self.bulk and not (self.priority or self._errors_busy or wait == 0.0):
+            return "bulk", self.bulk.popleft()
+        self._bulk_ready.wait()
         return None
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
+        try:
+            self._loop(index)
+        finally:
+            self._running = False  # the next submit starts what ended
+
+    def _loop(self, index: int) -> None:
         while True:
             with self.cond:
                 job = None
                 while job is None:
                     if self._stopped:
-                        self._busy = False
-                        self.cond.notify_all()
                         return
-                    job = self._next_job()
-                self._busy = True
+                    job = self._next_job(index)
+                self._active += 1
             owner = self.owner
-            if owner is None:
-                continue
-            with capture_internal_exceptions():
-                owner.deliver(job[0], job[1])
+            try:
+                if owner is not None:
+                    with capture_internal_exceptions():
+                        owner.deliver(job[0], job[1], index)
+            finally:
+                with self.cond:
+                    self._active -= 1
+                    if not self._active:
+                        self._idle.notify_all()
 
     def _pending(self, deadline: float) -> bool:
         owner = self.owner
         wait = owner.outbox_wait() if owner is not None else None
         outbox_due = wait is not None and time.monotonic() + wait < deadline
-        return self._busy or bool(self.priority) or bool(self.bulk) or outbox_due
+        return bool(self._active) or bool(self.priority) or bool(self.bulk) or outbox_due
 
     def flush(self, timeout: float, callback: Any | None = None) -> None:
-        """Wait until both queues are empty and the outbox is empty or paused for longer than
-        the time left (a pause that ends in time is waited for, so a graceful stop during a
-        short outage still delivers; a longer one keeps what it holds in the outbox)."""
+        """Wait until both queues are empty, nothing is in flight and the outbox is empty or
+        paused for longer than the time left (a pause that ends in time is waited for, so a
+        graceful stop during a short outage still delivers; a longer one keeps what it holds
+        in the outbox)."""
         self._ensure_thread()
         deadline = time.monotonic() + timeout
         with self.cond:
@@ -234,12 +316,14 @@ class DeliveryWorker(Worker):
                         len(self.bulk),
                     )
                     return
-                self.cond.wait(min(left, 0.1))
+                self._idle.wait(min(left, 0.1))  # 0.1: an outbox pause may end
 
     def kill(self) -> None:
         with self.cond:
             self._stopped = True
             self.cond.notify_all()
+            self._bulk_ready.notify_all()
+            self._idle.notify_all()
         if self.owner is not None:
             self.owner.stopped()
 
@@ -256,6 +340,14 @@ class DeliveryTransport(ResilientTransport):
         self._send_errors = 0
         self._last_success: float | None = None
         super().__init__(options)
+        #: the bulk threads' own connections (plain http DSNs; urllib3's pool serves the rest)
+        self._bulk_connections: list[Connection] = []
+        if self._connection is not None:
+            url = self._auth.get_api_url(EndpointType.ENVELOPE)
+            self._bulk_connections = [
+                Connection(url, timeout=self.TIMEOUT) for _ in range(self.delivery.bulk_senders)
+            ]
+        self._sender = threading.local()  # which connection this thread sends on
         # what the transport logs about sending must not become events to send (a loop while
         # the receiver fails), as sentry-sdk keeps its own logger out
         ignore_logger(logger.name)
@@ -283,6 +375,37 @@ class DeliveryTransport(ResilientTransport):
     def _create_worker(self, options: dict[str, Any]) -> Worker:
         self.delivery = DeliveryWorker(queue_size=options["transport_queue_size"])
         return self.delivery
+
+    def _get_pool_options(self) -> dict[str, Any]:
+        """urllib3 keeps one connection per host by default: the bulk threads' would be opened
+        and thrown away for every envelope (with a warning each time)."""
+        options: dict[str, Any] = super()._get_pool_options()
+        options.setdefault("maxsize", 1 + BULK_SENDERS)
+        return options
+
+    def _request(
+        self, method: str, endpoint_type: EndpointType, body: Any, headers: Mapping[str, str]
+    ) -> Any:
+        connection: Connection | None = getattr(self._sender, "connection", None)
+        if connection is None or endpoint_type is not EndpointType.ENVELOPE or method != "POST":
+            return super()._request(method, endpoint_type, body, headers)
+        return connection.post(body if isinstance(body, bytes) else bytes(body), headers)
+
+    def _failed(self) -> None:
+        """Sends in flight together fail together: the first failure opens the breaker, the
+        others (sent before it opened) must not double its pause again each."""
+        if not self.backing_off:
+            super()._failed()
+
+    def _after_fork_in_child(self) -> None:
+        """Locks a parent's sender thread may have held at the fork (see `DeliveryWorker`)."""
+        self._stats_lock = threading.Lock()
+        self._breaker_lock = threading.Lock()
+
+    def kill(self) -> None:
+        super().kill()
+        for connection in self._bulk_connections:
+            connection.close()
 
     # -- entry points sentry-sdk calls
 
@@ -330,7 +453,9 @@ class DeliveryTransport(ResilientTransport):
             return RATE_LIMIT_POLL
         return 0.0
 
-    def deliver(self, kind: str, job: Job | None) -> None:
+    def deliver(self, kind: str, job: Job | None, sender: int = 0) -> None:
+        if sender and self._bulk_connections:
+            self._sender.connection = self._bulk_connections[sender - 1]
         if kind == "outbox":
             self._send_outbox_head()
         elif kind == "priority" and isinstance(job, Envelope):
