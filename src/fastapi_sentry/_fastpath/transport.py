@@ -20,6 +20,8 @@ figures):
   connections call http.client's own `putrequest`, which the SDK's patch wraps.
 - Brotli quality 1 instead of the SDK's 4: several times cheaper to compress a typical
   transaction envelope, for a slightly larger body.
+  And below `COMPRESS_FROM_BYTES` no compression at all: a typical transaction envelope is
+  small enough that compressing it cost more than the rest of sending it.
 
 And two more, measured stage by stage on one transaction's envelope
 (`benchmarks/bench_send_instructions.py`; its result file has the figures):
@@ -75,6 +77,11 @@ MAX_BACKOFF = 60.0
 
 #: Compression of envelopes: cheap brotli where the SDK can use it, else cheap gzip.
 COMPRESSION_LEVEL = 1
+
+#: Envelopes smaller than this go uncompressed: compressing a typical transaction envelope
+#: (under 2 KB) cost its sending thread more instructions than all the rest of sending it, to
+#: save about 800 bytes (`benchmarks/bench_send_instructions.py`; its result file has the counts).
+COMPRESS_FROM_BYTES = 4096
 
 
 def compression_options() -> dict[str, Any]:
@@ -191,7 +198,7 @@ class ResilientTransport(HttpTransport):
     def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:
         data = envelope_bytes(envelope)
         algo: str | None = self._compression_algo  # the SDK's own choice, as it compresses
-        if self._compression_level == 0 or algo is None:
+        if self._compression_level == 0 or algo is None or len(data) < COMPRESS_FROM_BYTES:
             return None, io.BytesIO(data)
         if algo == "br" and brotli is not None:
             return "br", io.BytesIO(brotli.compress(data, quality=self._compression_level))
