@@ -29,7 +29,13 @@ from sentry_sdk.tracing_utils import PropagationContext
 import fastapi_sentry
 from fastapi_sentry._fastpath import scope_fork as _scope_fork
 from fastapi_sentry._fastpath import sessions as _sessions
-from fastapi_sentry._fastpath.sampling import HeadOfTrace, HeadSampler
+from fastapi_sentry._fastpath.sampling import (
+    DecidedTransaction,
+    HeadOfTrace,
+    HeadSampler,
+    new_span_id,
+    start_sampled,
+)
 from fastapi_sentry._setup import flush
 from fastapi_sentry.testing import CapturedEnvelopes
 
@@ -281,6 +287,8 @@ def _sampled_request(
     async def item(item_id: int) -> dict[str, int]:
         transaction = sentry_sdk.get_current_scope().transaction
         rates.append(None if transaction is None else transaction.sample_rate)
+        with sentry_sdk.start_span(op="db", name="select 1"):  # recorded by the transaction
+            pass
         return {"item_id": item_id}
 
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.5, release="shop@1")
@@ -316,6 +324,10 @@ def _without_ids(event: dict[str, Any]) -> dict[str, Any]:
     trace.pop("span_id")
     trace.pop("trace_id")
     event["contexts"] = {**event["contexts"], "trace": trace}
+    varying = ("span_id", "parent_span_id", "trace_id", "timestamp", "start_timestamp")
+    event["spans"] = [
+        {k: v for k, v in span.items() if k not in varying} for span in event["spans"]
+    ]
     return event
 
 
@@ -342,9 +354,10 @@ def test_a_decided_transaction_is_the_one_the_sdk_samples(
     headers: dict[str, str],
     downsample_factor: int,
 ) -> None:
-    """Not running the traces sampler twice changes nothing: the event, the dynamic sampling
-    context (rate, decision, dice) and the transaction's sample rate, also under backpressure;
-    only the second call of the traces sampler is gone."""
+    """Not running the traces sampler twice, nor `start_transaction` (`start_sampled`),
+    changes nothing: the event and its spans, the dynamic sampling context (rate, decision,
+    dice) and the transaction's sample rate, also under backpressure; only the second call of
+    the traces sampler is gone."""
     before = _sampled_request(monkeypatch, sentry_events, headers, downsample_factor, False)
     after = _sampled_request(monkeypatch, sentry_events, headers, downsample_factor, True)
     assert len(sentry_events.transactions) == 2
@@ -355,6 +368,31 @@ def test_a_decided_transaction_is_the_one_the_sdk_samples(
     assert trace_after == trace_before
     assert "sample_rate" in trace_after
     assert after[2] == before[2] is not None
+    assert [span["description"] for span in after[0]["spans"]] == ["select 1"]
+
+
+def test_start_sampled_leaves_transaction_profiling_to_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, sentry_events: CapturedEnvelopes
+) -> None:
+    """Only `start_transaction` makes the `Profile` that transaction-based profiling sends."""
+    from sentry_sdk.profiler import transaction_profiler
+
+    sentry_sdk.init(dsn=DSN, traces_sample_rate=1.0)
+    scope = sentry_sdk.get_current_scope()
+    assert start_sampled(DecidedTransaction(1.0, name="plain"), scope)
+    monkeypatch.setattr(transaction_profiler, "_scheduler", object())
+    profiled = DecidedTransaction(1.0, name="profiled")
+    assert not start_sampled(profiled, scope)
+    assert profiled._span_recorder is None  # untouched, for start_transaction to start
+
+
+def test_ids_made_without_uuid4_have_the_sdks_shape() -> None:
+    trace_ids = {HeadOfTrace(0.5, 1.0, True).trace_id for _ in range(1000)}
+    span_ids = {new_span_id() for _ in range(1000)}
+    assert len(trace_ids) == len(span_ids) == 1000
+    assert all(len(t) == 32 and int(t, 16) for t in trace_ids)
+    assert all(len(s) == 16 and int(s, 16) for s in span_ids)
+    assert {len(uuid.uuid4().hex), len(uuid.uuid4().hex[16:])} == {32, 16}
 
 
 def test_an_unsampled_head_tells_downstream_services_not_to_sample(

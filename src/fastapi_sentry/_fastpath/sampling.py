@@ -7,7 +7,12 @@ first: the rate comes from `traces_sampler` (or the parent's decision, or
 derived from its id as the SDK derives it), or for a trace started here one `random.random()`
 that is then carried in the baggage, so downstream services follow it. A sampled request goes
 through `start_transaction` as a `DecidedTransaction`, which takes this decision and rate instead
-of running the traces sampler a second time.
+of running the traces sampler a second time, started by `start_sampled` (what
+`start_transaction` does for it, without what only transaction-based profiling reads).
+
+Ids of a trace started here and of its transaction come from `random.getrandbits`, as
+OpenTelemetry's id generator makes them, instead of `uuid4` (an `os.urandom` call and a `UUID`
+object each, about 6 µs).
 """
 
 from __future__ import annotations
@@ -20,15 +25,42 @@ from numbers import Real
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.consts import INSTRUMENTER
+from sentry_sdk.profiler.continuous_profiler import (
+    get_profiler_id,
+    try_autostart_continuous_profiler,
+    try_profile_lifecycle_trace_start,
+)
 from sentry_sdk.utils import logger
 
 from fastapi_sentry._fastpath._sdk_seam import (
     Baggage,
     PropagationContext,
+    Scope,
     Transaction,
     _generate_sample_rand,
+    has_span_streaming_enabled,
     has_tracing_enabled,
+    transaction_profiler,
 )
+
+_getrandbits = random.getrandbits
+
+
+def new_trace_id() -> str:
+    """32 random hex digits, never all zero (an invalid trace id)."""
+    bits = 0
+    while not bits:
+        bits = _getrandbits(128)
+    return f"{bits:032x}"
+
+
+def new_span_id() -> str:
+    """16 random hex digits, never all zero (an invalid span id)."""
+    bits = 0
+    while not bits:
+        bits = _getrandbits(64)
+    return f"{bits:016x}"
 
 
 class HeadOfTrace(PropagationContext):
@@ -46,6 +78,18 @@ class HeadOfTrace(PropagationContext):
         self.sample_rand = sample_rand
         self.sample_rate = sample_rate
         self.decided = decided
+
+    @property
+    def trace_id(self) -> str:
+        """Made only when something asks for it, as the SDK's, but without `uuid4`."""
+        trace_id = self._trace_id
+        if not trace_id:
+            trace_id = self._trace_id = new_trace_id()
+        return trace_id
+
+    @trace_id.setter
+    def trace_id(self, value: str) -> None:
+        self._trace_id = value
 
     def to_traceparent(self) -> str:
         return f"{super().to_traceparent()}-{'1' if self.decided else '0'}"
@@ -84,6 +128,45 @@ class DecidedTransaction(Transaction):
         self.sampled = True
         if logger.isEnabledFor(10):  # logging.DEBUG; the SDK's message, only when it is shown
             logger.debug("[Tracing] Starting %s", self._get_log_representation())
+
+
+def start_sampled(transaction: DecidedTransaction, scope: Scope) -> bool:
+    """`Scope.start_transaction(transaction)` for a transaction `HeadSampler` has sampled.
+
+    The same steps in the same order, less two that only transaction-based profiling reads: the
+    sampling context (the transaction's `to_json`) and a `Profile` object (a `uuid4` and a
+    thread lookup), which is never sent when the transaction profiler is not set up. False when
+    that profiler is set up (or the SDK would not start the transaction at all): then
+    `start_transaction` must run.
+    """
+    client = scope.get_client()
+    options = client.options
+    if (
+        transaction_profiler._scheduler is not None
+        or options["instrumenter"] != INSTRUMENTER.SENTRY
+        or has_span_streaming_enabled(options)
+    ):
+        return False
+    if transaction.scope is None:
+        transaction.scope = scope
+    try_autostart_continuous_profiler()
+    keep_incoming_sample_rate = (
+        transaction.sampled is None
+        and transaction.parent_sampled is not None
+        and not callable(options.get("traces_sampler"))
+    )
+    transaction._set_initial_sampling_decision(sampling_context={})
+    if transaction.sample_rate is not None and not keep_incoming_sample_rate:
+        baggage = scope.get_active_propagation_context().baggage
+        if baggage is not None:
+            baggage.sentry_items["sample_rate"] = str(transaction.sample_rate)
+        if transaction._baggage:
+            transaction._baggage.sentry_items["sample_rate"] = str(transaction.sample_rate)
+    transaction._continuous_profile = try_profile_lifecycle_trace_start()
+    if transaction._continuous_profile is not None:
+        transaction.set_profiler_id(get_profiler_id())
+    transaction.init_span_recorder(maxlen=options["_experiments"].get("max_spans") or 1000)
+    return True
 
 
 class HeadSampler:
