@@ -27,6 +27,7 @@ from sentry_sdk.scope import Scope
 from sentry_sdk.tracing_utils import PropagationContext
 
 import fastapi_sentry
+from fastapi_sentry._fastpath import sampling as _sampling
 from fastapi_sentry._fastpath import scope_fork as _scope_fork
 from fastapi_sentry._fastpath import sessions as _sessions
 from fastapi_sentry._fastpath.sampling import (
@@ -710,3 +711,23 @@ def test_release_health_counts_each_minute_apart(
         "2027-01-15T08:00:00.000000Z": {"exited": 2},
         "2027-01-15T08:01:00.000000Z": {"crashed": 1},
     }
+
+
+def test_event_ids_are_the_uuid4_the_standard_library_makes_of_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, sentry_events: CapturedEnvelopes
+) -> None:
+    """`sampling.install_event_ids` changes how an event id is drawn, not what it is."""
+    rng = random.Random(5)
+    monkeypatch.setattr(_sampling, "_getrandbits", rng.getrandbits)
+    made = [_sampling.uuid4() for _ in range(200)]
+    rng.seed(5)
+    assert made == [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(200)]
+    assert [u.hex for u in made] == [str(u).replace("-", "") for u in made]
+    monkeypatch.undo()
+    fastapi_sentry.install(FastAPI(), dsn=DSN)
+    event_id = sentry_sdk.capture_message("an id")
+    sentry_sdk.flush()
+    assert event_id is not None
+    assert uuid.UUID(event_id).version == 4
+    assert [e["event_id"] for e in sentry_events.messages] == [event_id]
+    assert len({sentry_sdk.capture_message("x") for _ in range(100)}) == 100
