@@ -75,7 +75,7 @@ class _ClientUuidModule:
 
 def install_event_ids() -> None:
     """Event ids made by `uuid4` above (once per process)."""
-    sdk_client.uuid = _ClientUuidModule()  # type: ignore[assignment]
+    sdk_client.uuid = _ClientUuidModule()  # type: ignore[attr-defined,assignment]
 
 
 def new_trace_id() -> str:
