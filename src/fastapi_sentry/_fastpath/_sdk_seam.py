@@ -117,6 +117,7 @@ _SHAPES: tuple[tuple[str, str], ...] = (
     ("HttpTransport", "_flush_client_reports"),
     ("HttpTransport", "on_dropped_event"),
     ("sdk_client", "serialize"),  # replaced by the plain-JSON fast path
+    ("sdk_client", "format_timestamp"),  # `sent_at`, by `serialize.format_timestamp`
     ("sdk_client", "uuid"),  # its `uuid4` made cheaper (`sampling.install_event_ids`)
     ("sdk_serializer", "MAX_DATABAG_DEPTH"),
     ("sdk_serializer", "global_repr_processors"),
