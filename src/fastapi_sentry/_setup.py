@@ -299,7 +299,7 @@ def _lean_process_setup(options: dict[str, Any]) -> None:
     """What the SDK's (disabled) Starlette integration set up once per process, done our way."""
     import sentry_sdk
 
-    from fastapi_sentry._fastpath import serialize, sessions
+    from fastapi_sentry._fastpath import sampling, serialize, sessions
     from fastapi_sentry._fastpath._sdk_seam import patch_templates
 
     # `disabled_integrations` is ignored for an integration an earlier client in this process
@@ -310,6 +310,7 @@ def _lean_process_setup(options: dict[str, Any]) -> None:
         client.integrations.pop(name, None)
     add_global_processor("enrich_event")
     serialize.install()
+    sampling.install_event_ids()
     sessions.configure(bool(options.get("auto_session_tracking", True)))
     patch_templates()  # `sentry_trace_meta` in Jinja2 templates, as the integration provides
 

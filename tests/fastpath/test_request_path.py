@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -27,9 +28,16 @@ from sentry_sdk.scope import Scope
 from sentry_sdk.tracing_utils import PropagationContext
 
 import fastapi_sentry
+from fastapi_sentry._fastpath import sampling as _sampling
 from fastapi_sentry._fastpath import scope_fork as _scope_fork
 from fastapi_sentry._fastpath import sessions as _sessions
-from fastapi_sentry._fastpath.sampling import HeadOfTrace, HeadSampler
+from fastapi_sentry._fastpath.sampling import (
+    DecidedTransaction,
+    HeadOfTrace,
+    HeadSampler,
+    new_span_id,
+    start_sampled,
+)
 from fastapi_sentry._setup import flush
 from fastapi_sentry.testing import CapturedEnvelopes
 
@@ -281,6 +289,8 @@ def _sampled_request(
     async def item(item_id: int) -> dict[str, int]:
         transaction = sentry_sdk.get_current_scope().transaction
         rates.append(None if transaction is None else transaction.sample_rate)
+        with sentry_sdk.start_span(op="db", name="select 1"):  # recorded by the transaction
+            pass
         return {"item_id": item_id}
 
     fastapi_sentry.install(app, dsn=DSN, traces_sample_rate=0.5, release="shop@1")
@@ -316,6 +326,10 @@ def _without_ids(event: dict[str, Any]) -> dict[str, Any]:
     trace.pop("span_id")
     trace.pop("trace_id")
     event["contexts"] = {**event["contexts"], "trace": trace}
+    varying = ("span_id", "parent_span_id", "trace_id", "timestamp", "start_timestamp")
+    event["spans"] = [
+        {k: v for k, v in span.items() if k not in varying} for span in event["spans"]
+    ]
     return event
 
 
@@ -342,9 +356,10 @@ def test_a_decided_transaction_is_the_one_the_sdk_samples(
     headers: dict[str, str],
     downsample_factor: int,
 ) -> None:
-    """Not running the traces sampler twice changes nothing: the event, the dynamic sampling
-    context (rate, decision, dice) and the transaction's sample rate, also under backpressure;
-    only the second call of the traces sampler is gone."""
+    """Not running the traces sampler twice, nor `start_transaction` (`start_sampled`),
+    changes nothing: the event and its spans, the dynamic sampling context (rate, decision,
+    dice) and the transaction's sample rate, also under backpressure; only the second call of
+    the traces sampler is gone."""
     before = _sampled_request(monkeypatch, sentry_events, headers, downsample_factor, False)
     after = _sampled_request(monkeypatch, sentry_events, headers, downsample_factor, True)
     assert len(sentry_events.transactions) == 2
@@ -355,6 +370,31 @@ def test_a_decided_transaction_is_the_one_the_sdk_samples(
     assert trace_after == trace_before
     assert "sample_rate" in trace_after
     assert after[2] == before[2] is not None
+    assert [span["description"] for span in after[0]["spans"]] == ["select 1"]
+
+
+def test_start_sampled_leaves_transaction_profiling_to_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, sentry_events: CapturedEnvelopes
+) -> None:
+    """Only `start_transaction` makes the `Profile` that transaction-based profiling sends."""
+    from sentry_sdk.profiler import transaction_profiler
+
+    sentry_sdk.init(dsn=DSN, traces_sample_rate=1.0)
+    scope = sentry_sdk.get_current_scope()
+    assert start_sampled(DecidedTransaction(1.0, name="plain"), scope)
+    monkeypatch.setattr(transaction_profiler, "_scheduler", object())
+    profiled = DecidedTransaction(1.0, name="profiled")
+    assert not start_sampled(profiled, scope)
+    assert profiled._span_recorder is None  # untouched, for start_transaction to start
+
+
+def test_ids_made_without_uuid4_have_the_sdks_shape() -> None:
+    trace_ids = {HeadOfTrace(0.5, 1.0, True).trace_id for _ in range(1000)}
+    span_ids = {new_span_id() for _ in range(1000)}
+    assert len(trace_ids) == len(span_ids) == 1000
+    assert all(len(t) == 32 and int(t, 16) for t in trace_ids)
+    assert all(len(s) == 16 and int(s, 16) for s in span_ids)
+    assert {len(uuid.uuid4().hex), len(uuid.uuid4().hex[16:])} == {32, 16}
 
 
 def test_an_unsampled_head_tells_downstream_services_not_to_sample(
@@ -672,3 +712,46 @@ def test_release_health_counts_each_minute_apart(
         "2027-01-15T08:00:00.000000Z": {"exited": 2},
         "2027-01-15T08:01:00.000000Z": {"crashed": 1},
     }
+
+
+def test_event_ids_are_the_uuid4_the_standard_library_makes_of_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, sentry_events: CapturedEnvelopes
+) -> None:
+    """`sampling.install_event_ids` changes how an event id is drawn, not what it is."""
+    rng = random.Random(5)
+    monkeypatch.setattr(_sampling, "_getrandbits", rng.getrandbits)
+    made = [_sampling.uuid4() for _ in range(200)]
+    rng.seed(5)
+    assert made == [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(200)]
+    assert [u.hex for u in made] == [str(u).replace("-", "") for u in made]
+    monkeypatch.undo()
+    fastapi_sentry.install(FastAPI(), dsn=DSN)
+    event_id = sentry_sdk.capture_message("an id")
+    sentry_sdk.flush()
+    assert event_id is not None
+    assert uuid.UUID(event_id).version == 4
+    assert [e["event_id"] for e in sentry_events.messages] == [event_id]
+    assert len({sentry_sdk.capture_message("x") for _ in range(100)}) == 100
+
+
+def test_ids_do_not_follow_a_seeded_random_module_or_repeat_in_a_forked_child() -> None:
+    """An app that seeds `random` (two workers doing `random.seed(0)`), or a prefork pool, must
+    not draw the same event or trace ids twice: Sentry would keep only one of the events."""
+    random.seed(0)
+    first = [_sampling.uuid4() for _ in range(3)] + [_sampling.new_trace_id()]
+    random.seed(0)
+    again = [_sampling.uuid4() for _ in range(3)] + [_sampling.new_trace_id()]
+    assert not set(map(str, first)) & set(map(str, again))
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then out without running the parent's cleanup
+        os.write(write, _sampling.uuid4().hex.encode())
+        os._exit(0)
+    os.close(write)
+    parent_next = _sampling.uuid4().hex
+    with os.fdopen(read, "rb") as answer:
+        child_first = answer.read().decode()
+    os.waitpid(pid, 0)
+    assert len(child_first) == 32
+    assert child_first != parent_next

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sentry_sdk import serializer as sdk_serializer
 from sentry_sdk._types import AnnotatedValue
+from sentry_sdk.utils import format_timestamp as sdk_format_timestamp
 
-from fastapi_sentry._fastpath.serialize import NotPlain, plain_copy, serialize
+from fastapi_sentry._fastpath.serialize import NotPlain, format_timestamp, plain_copy, serialize
 
 OPTIONS = {"max_request_body_size": "medium", "max_value_length": 40, "custom_repr": None}
 
@@ -124,3 +125,26 @@ def test_a_cycle_goes_to_the_sdk() -> None:
     assert serialize({"contexts": looped}, **OPTIONS) == sdk_serializer.serialize(
         {"contexts": looped}, **OPTIONS
     )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    value=st.one_of(
+        st.datetimes(timezones=st.just(timezone.utc)),
+        st.datetimes(timezones=st.sampled_from([timezone(timedelta(hours=-5)), timezone.utc])),
+        st.datetimes(min_value=datetime(990, 1, 1), max_value=datetime(1010, 1, 1)).map(
+            lambda naive: naive.replace(tzinfo=timezone.utc)
+        ),
+    )
+)
+def test_timestamps_are_formatted_as_the_sdk_formats_them(value: datetime) -> None:
+    assert format_timestamp(value) == sdk_format_timestamp(value)
+
+
+def test_the_envelopes_sent_at_is_formatted_by_the_fast_path() -> None:
+    import sentry_sdk.client
+
+    from fastapi_sentry._fastpath import serialize as fast
+
+    fast.install()
+    assert sentry_sdk.client.format_timestamp is format_timestamp  # type: ignore[attr-defined]

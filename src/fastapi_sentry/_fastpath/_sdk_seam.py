@@ -40,12 +40,14 @@ try:
         request_body_within_bounds,
     )
     from sentry_sdk.integrations.starlette import patch_templates
+    from sentry_sdk.profiler import transaction_profiler
     from sentry_sdk.scope import Scope, _current_scope, _isolation_scope
     from sentry_sdk.tracing import Transaction
     from sentry_sdk.tracing_utils import (
         Baggage,
         PropagationContext,
         _generate_sample_rand,
+        has_span_streaming_enabled,
         has_tracing_enabled,
     )
     from sentry_sdk.transport import HttpTransport
@@ -74,11 +76,13 @@ __all__ = [
     "_is_localhost",
     "_isolation_scope",
     "has_data_collection_enabled",
+    "has_span_streaming_enabled",
     "has_tracing_enabled",
     "patch_templates",
     "request_body_within_bounds",
     "sdk_client",
     "sdk_serializer",
+    "transaction_profiler",
 ]
 
 #: Attributes we call, override or assign, beyond the names imported above.
@@ -90,6 +94,13 @@ _SHAPES: tuple[tuple[str, str], ...] = (
     ("PropagationContext", "to_traceparent"),
     ("Transaction", "_set_initial_sampling_decision"),  # `sampling.DecidedTransaction`
     ("Transaction", "_get_log_representation"),
+    # `sampling.start_sampled` does `Scope.start_transaction`'s steps with these
+    ("Transaction", "_baggage"),
+    ("Transaction", "_continuous_profile"),
+    ("Transaction", "init_span_recorder"),
+    ("Transaction", "set_profiler_id"),
+    ("PropagationContext", "_trace_id"),  # `sampling.HeadOfTrace` makes it without uuid4
+    ("transaction_profiler", "_scheduler"),  # set up only for transaction-based profiling
     ("HttpTransport", "_send_envelope"),  # the circuit breaker wraps these three
     ("HttpTransport", "_handle_response"),
     ("HttpTransport", "_make_pool"),
@@ -107,6 +118,8 @@ _SHAPES: tuple[tuple[str, str], ...] = (
     ("HttpTransport", "_flush_client_reports"),
     ("HttpTransport", "on_dropped_event"),
     ("sdk_client", "serialize"),  # replaced by the plain-JSON fast path
+    ("sdk_client", "format_timestamp"),  # `sent_at`, by `serialize.format_timestamp`
+    ("sdk_client", "uuid"),  # its `uuid4` made cheaper (`sampling.install_event_ids`)
     ("sdk_serializer", "MAX_DATABAG_DEPTH"),
     ("sdk_serializer", "global_repr_processors"),
     ("_RootPathInPath", "EITHER"),

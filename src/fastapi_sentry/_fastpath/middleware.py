@@ -40,6 +40,7 @@ from typing import Any
 import sentry_sdk
 import sentry_sdk.traces
 from sentry_sdk.traces import StreamedSpan
+from sentry_sdk.tracing import NoOpSpan
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -59,7 +60,13 @@ from fastapi_sentry._fastpath.enrich import (
     transaction_name,
     url_name,
 )
-from fastapi_sentry._fastpath.sampling import DecidedTransaction, HeadOfTrace, HeadSampler
+from fastapi_sentry._fastpath.sampling import (
+    DecidedTransaction,
+    HeadOfTrace,
+    HeadSampler,
+    new_span_id,
+    start_sampled,
+)
 from fastapi_sentry._fastpath.scope_fork import (
     RequestScope,
     fork_lazily,
@@ -185,6 +192,7 @@ class RequestContextMiddleware:
             "baggage": baggage,
             "parent_sampled": propagation.parent_sampled,
             "trace_id": propagation.trace_id,
+            "span_id": new_span_id(),
             "parent_span_id": propagation.parent_span_id,
             "same_process_as_parent": False,
         }
@@ -192,9 +200,15 @@ class RequestContextMiddleware:
             Transaction(**fields) if decided is None else DecidedTransaction(decided, **fields)
         )
         transaction.set_tag("asgi.type", scope["type"])
-        with sentry_sdk.start_transaction(
-            transaction, custom_sampling_context={"asgi_scope": scope}
+        started: Transaction | NoOpSpan = transaction
+        if not (
+            isinstance(transaction, DecidedTransaction)
+            and start_sampled(transaction, Scope.get_current_scope())
         ):
+            started = sentry_sdk.start_transaction(
+                transaction, custom_sampling_context={"asgi_scope": scope}
+            )
+        with started:
             try:
                 await self.app(scope, receive, self._sender(send, state, transaction))
             except Exception as exc:  # inside the transaction, so the event links to it

@@ -7,28 +7,98 @@ first: the rate comes from `traces_sampler` (or the parent's decision, or
 derived from its id as the SDK derives it), or for a trace started here one `random.random()`
 that is then carried in the baggage, so downstream services follow it. A sampled request goes
 through `start_transaction` as a `DecidedTransaction`, which takes this decision and rate instead
-of running the traces sampler a second time.
+of running the traces sampler a second time, started by `start_sampled` (what
+`start_transaction` does for it, without what only transaction-based profiling reads).
+
+Ids of a trace started here and of its transaction come from `getrandbits` of a generator of
+their own, as OpenTelemetry's id generator makes them, instead of `uuid4` (an `os.urandom` call
+and a `UUID` built by its Python `__init__`, about four times the instructions); so do event ids
+(`install_event_ids`), as version-4 `UUID`s.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
+import uuid
 from collections.abc import MutableMapping
 from decimal import Decimal
 from numbers import Real
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.consts import INSTRUMENTER
+from sentry_sdk.profiler.continuous_profiler import (
+    get_profiler_id,
+    try_autostart_continuous_profiler,
+    try_profile_lifecycle_trace_start,
+)
 from sentry_sdk.utils import logger
 
 from fastapi_sentry._fastpath._sdk_seam import (
     Baggage,
     PropagationContext,
+    Scope,
     Transaction,
     _generate_sample_rand,
+    has_span_streaming_enabled,
     has_tracing_enabled,
+    sdk_client,
+    transaction_profiler,
 )
+
+#: The ids' own generator, seeded from `os.urandom` and again in a forked child: an app that
+#: seeds the `random` module (tests, simulations) must not make two processes, or two runs,
+#: draw the same event ids, which Sentry would take for one event sent twice.
+_ids = random.Random()
+_getrandbits = _ids.getrandbits
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.seed)
+_UUID_VERSION_4 = ~(0xF000 << 64) & ~(0xC000 << 48)  # the bits `UUID(version=4)` clears
+_UUID_VERSION_4_SET = (0x4000 << 64) | (0x8000 << 48)  # and those it sets
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def uuid4() -> uuid.UUID:
+    """`uuid.uuid4()` from `random.getrandbits`: the same `UUID` that `UUID(int=bits,
+    version=4)` makes, without its checks in Python."""
+    made = _new_object(uuid.UUID)
+    _set_slot(made, "int", (_getrandbits(128) & _UUID_VERSION_4) | _UUID_VERSION_4_SET)
+    _set_slot(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
+
+
+class _ClientUuidModule:
+    """The `uuid` module as `sentry_sdk.client` sees it once `install_event_ids` has run:
+    the real one, but for `uuid4` (which the client calls for each event's id)."""
+
+    uuid4 = staticmethod(uuid4)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(uuid, name)
+
+
+def install_event_ids() -> None:
+    """Event ids made by `uuid4` above (once per process)."""
+    sdk_client.uuid = _ClientUuidModule()  # type: ignore[attr-defined,assignment]
+
+
+def new_trace_id() -> str:
+    """32 random hex digits, never all zero (an invalid trace id)."""
+    bits = 0
+    while not bits:
+        bits = _getrandbits(128)
+    return f"{bits:032x}"
+
+
+def new_span_id() -> str:
+    """16 random hex digits, never all zero (an invalid span id)."""
+    bits = 0
+    while not bits:
+        bits = _getrandbits(64)
+    return f"{bits:016x}"
 
 
 class HeadOfTrace(PropagationContext):
@@ -46,6 +116,18 @@ class HeadOfTrace(PropagationContext):
         self.sample_rand = sample_rand
         self.sample_rate = sample_rate
         self.decided = decided
+
+    @property
+    def trace_id(self) -> str:
+        """Made only when something asks for it, as the SDK's, but without `uuid4`."""
+        trace_id = self._trace_id
+        if not trace_id:
+            trace_id = self._trace_id = new_trace_id()
+        return trace_id
+
+    @trace_id.setter
+    def trace_id(self, value: str) -> None:
+        self._trace_id = value
 
     def to_traceparent(self) -> str:
         return f"{super().to_traceparent()}-{'1' if self.decided else '0'}"
@@ -84,6 +166,45 @@ class DecidedTransaction(Transaction):
         self.sampled = True
         if logger.isEnabledFor(10):  # logging.DEBUG; the SDK's message, only when it is shown
             logger.debug("[Tracing] Starting %s", self._get_log_representation())
+
+
+def start_sampled(transaction: DecidedTransaction, scope: Scope) -> bool:
+    """`Scope.start_transaction(transaction)` for a transaction `HeadSampler` has sampled.
+
+    The same steps in the same order, less two that only transaction-based profiling reads: the
+    sampling context (the transaction's `to_json`) and a `Profile` object (a `uuid4` and a
+    thread lookup), which is never sent when the transaction profiler is not set up. False when
+    that profiler is set up (or the SDK would not start the transaction at all): then
+    `start_transaction` must run.
+    """
+    client = scope.get_client()
+    options = client.options
+    if (
+        transaction_profiler._scheduler is not None
+        or options["instrumenter"] != INSTRUMENTER.SENTRY
+        or has_span_streaming_enabled(options)
+    ):
+        return False
+    if transaction.scope is None:
+        transaction.scope = scope
+    try_autostart_continuous_profiler()
+    keep_incoming_sample_rate = (
+        transaction.sampled is None
+        and transaction.parent_sampled is not None
+        and not callable(options.get("traces_sampler"))
+    )
+    transaction._set_initial_sampling_decision(sampling_context={})
+    if transaction.sample_rate is not None and not keep_incoming_sample_rate:
+        baggage = scope.get_active_propagation_context().baggage
+        if baggage is not None:
+            baggage.sentry_items["sample_rate"] = str(transaction.sample_rate)
+        if transaction._baggage:
+            transaction._baggage.sentry_items["sample_rate"] = str(transaction.sample_rate)
+    transaction._continuous_profile = try_profile_lifecycle_trace_start()
+    if transaction._continuous_profile is not None:
+        transaction.set_profiler_id(get_profiler_id())
+    transaction.init_span_recorder(maxlen=options["_experiments"].get("max_spans") or 1000)
+    return True
 
 
 class HeadSampler:

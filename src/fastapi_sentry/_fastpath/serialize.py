@@ -23,17 +23,39 @@ from __future__ import annotations
 
 import math
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from itertools import islice
 from typing import Any
 
-from sentry_sdk.utils import format_timestamp
+from sentry_sdk.utils import format_timestamp as sdk_format_timestamp
 
 from fastapi_sentry._fastpath._sdk_seam import sdk_client, sdk_serializer
 
 _sdk_serialize = sdk_serializer.serialize
 _KNOWN_OPTIONS = frozenset({"max_request_body_size", "max_value_length", "custom_repr"})
 _MAX_NESTING = 64  # deeper than any real event; the SDK's serializer handles the rest
+
+
+_UTC = timezone.utc
+
+
+def format_timestamp(value: datetime) -> str:
+    """`sentry_sdk.utils.format_timestamp` (`strftime("%Y-%m-%dT%H:%M:%S.%fZ")` in UTC) at
+    about half its instructions for the datetimes the SDK makes (in UTC); any other goes to it.
+    Every transaction has at least two, and two per span."""
+    if value.tzinfo is not _UTC:
+        return sdk_format_timestamp(value)
+    # "%d": strftime's %Y does not pad a year before 1000 either; %-formatting: an f-string
+    # with format specs cost about half as much again (callgrind)
+    return "%d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 class NotPlain(Exception):
@@ -115,7 +137,7 @@ class _PlainCopier:
                 raise NotPlain
             return value
         if kind is datetime:
-            return str(format_timestamp(value))
+            return format_timestamp(value)
         raise NotPlain
 
     def copy(self, value: Any, level: int) -> Any:
@@ -219,5 +241,7 @@ def serialize(event: dict[str, Any], **options: Any) -> dict[str, Any]:
 
 
 def install() -> None:
-    """Put the fast path in front of the SDK client's serializer (once per process)."""
+    """Put the fast path in front of the SDK client's serializer, and the faster
+    `format_timestamp` in its place for the envelope's `sent_at` (once per process)."""
     sdk_client.serialize = serialize  # type: ignore[attr-defined]
+    sdk_client.format_timestamp = format_timestamp  # type: ignore[attr-defined]

@@ -21,6 +21,8 @@ figures):
 - Brotli quality 1 instead of the SDK's 4: several times cheaper to compress a typical
   transaction envelope, for a slightly larger body. It is an SDK option, set by
   `_setup.compression_options` for the fallback too, which cannot import this module.
+  And below `COMPRESS_FROM_BYTES` no compression at all: a typical transaction envelope is
+  small enough that compressing it cost more than the rest of sending it.
 
 And two more, measured stage by stage on one transaction's envelope
 (`benchmarks/bench_send_instructions.py`; its result file has the figures):
@@ -72,6 +74,12 @@ ORJSON = orjson is not None
 #: First pause after a failure, and the longest one, in seconds.
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
+
+
+#: Envelopes smaller than this go uncompressed: compressing a typical transaction envelope
+#: (under 2 KB) cost its sending thread more instructions than all the rest of sending it, to
+#: save about 800 bytes (`benchmarks/bench_send_instructions.py`; its result file has the counts).
+COMPRESS_FROM_BYTES = 4096
 
 
 def _stdlib_putrequest() -> Callable[..., None]:
@@ -180,7 +188,7 @@ class ResilientTransport(HttpTransport):
     def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:
         data = envelope_bytes(envelope)
         algo: str | None = self._compression_algo  # the SDK's own choice, as it compresses
-        if self._compression_level == 0 or algo is None:
+        if self._compression_level == 0 or algo is None or len(data) < COMPRESS_FROM_BYTES:
             return None, io.BytesIO(data)
         if algo == "br" and brotli is not None:
             return "br", io.BytesIO(brotli.compress(data, quality=self._compression_level))
