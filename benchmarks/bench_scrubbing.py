@@ -307,7 +307,7 @@ def breakdown() -> dict[str, float]:
 
     def walk() -> s._Pending:
         scrubber.clear_cache()
-        pending: s._Pending = []
+        pending = s._Pending()
         root: s._Node = [None, None, event, dict(event)]  # as scrub_event starts its walk
         for key, value in event.items():
             if key not in s._SKIPPED_TOP_LEVEL:
@@ -323,7 +323,7 @@ def breakdown() -> dict[str, float]:
         fast.scrub_event(event)
 
     pending = walk()
-    strings = list(set(map(s._THIRD, pending)))
+    strings = list(set(map(s._THIRD, pending)).union(*map(s._SECOND, pending.leaves)))
     joined = "\x00".join(strings)
     raw = joined.encode("ascii")
     flagged = sorted(scrubber._suspects(strings))

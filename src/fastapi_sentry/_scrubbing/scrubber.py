@@ -73,8 +73,20 @@ _PLACEHOLDER_RE = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdrifgeEG
 # None]. The walk copies a container only when something in it changes; a string it defers may
 # change later, so the path to it is kept and copied then (see `_copy_of`).
 _Node = list[Any]
-# where the walk left a string not seen before: (its container's _Node, key or index, the string)
-_Pending = list[tuple[_Node, Any, str]]
+
+
+class _Pending(list[tuple[_Node, Any, str]]):
+    """Where the walk left each string not seen before: (its container's _Node, key or index, the
+    string); and in `leaves`, whole lists of strings (source lines), whose strings are looked up
+    and patched together at the end: a few C-level passes instead of a Python loop per item."""
+
+    __slots__ = ("leaves",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leaves: list[tuple[_Node, list[str] | tuple[str, ...]]] = []
+
+
 _USER_PII_FIELDS = frozenset({"email", "username", "name", "geo"})
 _warned = False
 
@@ -139,6 +151,8 @@ class Scrubber:
         )
         self._classify = self._rules.classify
         self._cache: dict[str, str] = {}
+        # the remembered strings whose scrubbed text differs (leaf containers are patched from it)
+        self._changed: dict[str, str] = {}
         triggers = d.KV_TRIGGERS + (() if self.send_default_pii else d.PII_TRIGGERS)
         triggers += tuple(w for seq in self._rules.extra_sequences for w in seq)
         self._triggers = tuple(dict.fromkeys(triggers))
@@ -174,11 +188,11 @@ class Scrubber:
             return event  # type: ignore[unreachable]
         out = dict(event)
         root: _Node = [None, None, event, out]
-        pending: _Pending = []
+        pending = _Pending()
         for key, value in event.items():
             if key in _SKIPPED_TOP_LEVEL:
                 continue
-            mark = len(pending)
+            mark, leaves_mark = len(pending), len(pending.leaves)
             try:
                 if key in ("user", "logentry") and isinstance(value, dict):
                     out[key] = self._dict(value, 1, pending, root, key)
@@ -189,6 +203,7 @@ class Scrubber:
             except Exception as e:  # must never break error reporting
                 _warn_once(e, key)
                 del pending[mark:]  # their paths lead into the part masked here
+                del pending.leaves[leaves_mark:]
                 out[key] = self._blind(value, 0)
         try:
             # transactions only: their ids are new on every request, and their walks are short;
@@ -259,6 +274,7 @@ class Scrubber:
     def clear_cache(self) -> None:
         """Forget remembered string results (the benchmark uses it to measure the cold cost)."""
         self._cache.clear()
+        self._changed.clear()
 
     # --- the walk ---------------------------------------------------------------------------------
     # The walk copies a container only when something in it changes or may change. A string not
@@ -276,7 +292,7 @@ class Scrubber:
         """Walk a part and scan its strings now: the root of a walk, or a part whose container
         cannot be patched later (a tuple, a header pair). `as_list`: a tuple walked as a list."""
         box = [value]
-        pending: _Pending = []
+        pending = _Pending()
         walk = self._list if as_list else self._value
         box[0] = walk(value, depth, pending, [None, None, box, box], 0)
         self._settle(pending)
@@ -428,6 +444,10 @@ class Scrubber:
             return self._pairs([items], depth)[0]  # type: ignore[no-any-return]
         # a tuple is patched as a list copy, which _value makes a tuple again once it is settled
         node: _Node = [parent, at, items, None]
+        if set(map(type, items)) == _STRINGS_ONLY:
+            # source lines, argv: their strings are looked up and settled with the others, in C
+            pending.leaves.append((node, items))
+            return items
         out: list[Any] | None = None
         new: Any
         known = self._cache.get
@@ -499,14 +519,30 @@ class Scrubber:
 
     def _settle(self, pending: _Pending) -> None:
         """Scan the strings the walk deferred and write the changed ones into the copies."""
-        if not pending:
+        leaves = pending.leaves
+        if not pending and not leaves:
             return
-        changed = self._scan_new(list(set(map(_THIRD, pending))))
+        strings = set(map(_THIRD, pending))
+        if leaves:
+            texts: set[str] = set()
+            texts.update(*map(_SECOND, leaves))
+            # C-level: the new ones long enough to scan (as the walk does with single strings)
+            texts.difference_update(self._cache)
+            strings.update(itertools.compress(texts, map(_LONGER_THAN_3, map(len, texts))))
+        changed = self._scan_new(list(strings)) if strings else {}
         if changed:
             # C-level filtering: only a few of the deferred strings change
             hits = map(changed.__contains__, map(_THIRD, pending))
             for node, key, s in itertools.compress(pending, hits):
                 _copy_of(node)[key] = changed[s]
+        if leaves and (changed or self._changed):
+            known = {**self._changed, **changed} if changed else self._changed
+            for node, leaf in leaves:
+                if not known.keys().isdisjoint(leaf):
+                    copy = _copy_of(node)
+                    for i, s in enumerate(leaf):
+                        if len(s) > 3 and s in known:
+                            copy[i] = known[s]
 
     def _text(self, s: str) -> str:
         done = self._cache.get(s)
@@ -530,8 +566,11 @@ class Scrubber:
             )
         if len(cache) + len(strings) > TEXT_CACHE_SIZE:
             cache.clear()
+            self._changed.clear()
         cache.update(zip(strings, strings, strict=True))
-        cache.update((s, out) for s, out in changed.items() if s in cache)
+        kept = {s: out for s, out in changed.items() if s in cache}
+        cache.update(kept)
+        self._changed.update(kept)
         return changed
 
     def _suspects(self, strings: list[str]) -> set[int]:
@@ -885,6 +924,10 @@ def _drop_protocol_values(pending: _Pending, root: _Node) -> None:
         fits = _protocol_format(node, key, root)
         flags[i] = fits is not None and bool(fits(s))
     pending[:] = itertools.compress(pending, map(operator.not_, flags))
+
+
+_STRINGS_ONLY = {str}
+_LONGER_THAN_3 = (3).__lt__
 
 
 def _any_substring(words: tuple[str, ...]) -> Callable[[str], bool]:
