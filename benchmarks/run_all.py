@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO_RESULTS = HERE / "results"
 #: the request path's configurations, bench_overhead.py's letters and bench_inprocess.py's names
-HTTP_CONFIGS = "aicjhdf"
+HTTP_CONFIGS = "aicjhdfg"
 INPROCESS_CONFIGS = "none,sdk-notrace,sdk-0.1,sdk-1.0,install-notrace,install-0.1,install-1.0"
 
 
