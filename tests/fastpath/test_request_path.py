@@ -379,6 +379,9 @@ def test_start_sampled_leaves_transaction_profiling_to_the_sdk(
     """Only `start_transaction` makes the `Profile` that transaction-based profiling sends."""
     from sentry_sdk.profiler import transaction_profiler
 
+    # the SDK keeps its transaction profiler's scheduler module-wide, from whichever earlier
+    # test of the session set one up: this test starts from none
+    monkeypatch.setattr(transaction_profiler, "_scheduler", None)
     sentry_sdk.init(dsn=DSN, traces_sample_rate=1.0)
     scope = sentry_sdk.get_current_scope()
     assert start_sampled(DecidedTransaction(1.0, name="plain"), scope)
