@@ -216,7 +216,9 @@ def test_a_declared_oversize_body_is_refused_with_413(inbox: InboxServer) -> Non
     assert inbox.project is not None
     before = snapshot(Path(inbox.db_path))
     head = auth_headers(inbox.project.public_key) | {"Content-Length": str(21 * MIB)}
-    answer = _raw_post(inbox, head, [b"{}\n"])
+    # no body at all: the answer must come from the header alone. (Bytes of a body the server
+    # never reads make its close a reset, which can discard the answer before it is read.)
+    answer = _raw_post(inbox, head, [])
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b"the limit is 20971520 bytes (20 MiB)" in answer
     assert snapshot(Path(inbox.db_path)) == before
